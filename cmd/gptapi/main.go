@@ -1,0 +1,234 @@
+// Command gptapi is the OpenAI-compatible edge proxy: see README.md and the
+// config reference in configs/config.yaml.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/logsink"
+	"github.com/gptapi/gptapi/proxy"
+)
+
+// Stamped by the build: -ldflags "-X main.version=… -X main.commit=…".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+const (
+	exitOK     = 0
+	exitConfig = 1
+	exitListen = 2
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	def := os.Getenv("GPTAPI_CONFIG")
+	if def == "" {
+		def = "configs/config.yaml"
+	}
+	path := flag.String("config", def, "config file")
+	check := flag.Bool("check", false, "validate the config file, print every problem, exit 0 or 1")
+	showVersion := flag.Bool("version", false, "print version and build facts")
+	flag.CommandLine.SetOutput(os.Stderr)
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "unexpected arguments: %v\n", flag.Args())
+		return exitConfig
+	}
+
+	if *showVersion {
+		printVersion(os.Stdout)
+		return exitOK
+	}
+
+	cfg, err := configs.Load(*path)
+	if err != nil {
+		printConfigError(os.Stderr, *path, err)
+		return exitConfig
+	}
+	if *check {
+		fmt.Printf("%s: ok (%d clients)\n", *path, len(cfg.Clients))
+		return exitOK
+	}
+
+	log, logFile, err := newLogger(&cfg.Log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitConfig
+	}
+	if logFile != nil {
+		defer logFile.Close()
+	}
+	slog.SetDefault(log)
+	return serve(*path, cfg, log)
+}
+
+func serve(path string, cfg *configs.Config, log *slog.Logger) int {
+	sink, err := logsink.Open(logsink.Options{
+		Path:            cfg.Logsink.Path,
+		QueueSize:       cfg.Logsink.QueueSize,
+		BatchSize:       cfg.Logsink.BatchSize,
+		FlushInterval:   cfg.Logsink.FlushInterval,
+		StoreBodies:     cfg.Logsink.StoreBodies,
+		MaxBodyLogBytes: cfg.Logsink.MaxBodyLogBytes,
+		SpillDir:        cfg.Logsink.SpillDir,
+		Logger:          log,
+	})
+	if err != nil {
+		log.Error("cannot open the record database", "path", cfg.Logsink.Path, "err", err)
+		return exitListen
+	}
+	defer sink.Close()
+
+	srv, err := proxy.New(cfg, sink, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitConfig
+	}
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		log.Error("cannot listen", "addr", cfg.Server.Listen, "err", err)
+		return exitListen
+	}
+
+	w := &configs.Watcher{Path: path, Apply: srv.Apply, Logger: log}
+	if err := w.Start(); err != nil {
+		log.Warn("config file is not watched; SIGHUP still reloads", "err", err)
+	}
+	defer w.Close()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("gptapi serving", "addr", ln.Addr().String(), "clients", len(cfg.Clients), "version", version)
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for {
+		select {
+		case err := <-serveErr:
+			log.Error("server stopped", "err", err)
+			return exitListen
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				if err := w.Reload(); err != nil {
+					log.Error("reload refused", "err", err)
+				}
+				continue
+			}
+			return shutdown(srv, sink, sig, log)
+		}
+	}
+}
+
+// shutdown drains the server for server.shutdown_timeout, then flushes every
+// record. A second SIGTERM/SIGINT exits at once.
+func shutdown(srv *proxy.Server, sink *logsink.Sink, sig chan os.Signal, log *slog.Logger) int {
+	timeout := srv.Config().Server.ShutdownTimeout
+	log.Info("shutting down", "timeout", timeout.String(), "open_streams", srv.ActiveStreams())
+	go func() {
+		for s := range sig {
+			if s != syscall.SIGHUP {
+				log.Warn("second signal: exiting now")
+				os.Exit(exitConfig)
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Error("shutdown", "err", err)
+	}
+	if err := sink.Close(); err != nil {
+		log.Error("cannot flush records", "err", err)
+		return exitListen
+	}
+	log.Info("stopped; every record written")
+	return exitOK
+}
+
+func newLogger(c *configs.Log) (*slog.Logger, *os.File, error) {
+	var out io.Writer = os.Stderr
+	var f *os.File
+	if c.File != "" {
+		var err error
+		f, err = os.OpenFile(c.File, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot open log.file %s: %w", c.File, err)
+		}
+		out = io.MultiWriter(os.Stderr, f)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts)), f, nil
+	}
+	return slog.New(slog.NewTextHandler(out, opts)), f, nil
+}
+
+func printConfigError(w io.Writer, path string, err error) {
+	var errs configs.Errors
+	if errors.As(err, &errs) {
+		fmt.Fprintf(w, "%s: %d problem(s):\n", path, len(errs))
+		for _, e := range errs {
+			fmt.Fprintf(w, "  %s\n", e.Error())
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s: %v\n", path, err)
+}
+
+func printVersion(w io.Writer) {
+	level := ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "GO"+runtimeArchUpper() {
+				level = s.Value
+			}
+		}
+	}
+	if level == "" {
+		level = defaultLevel()
+	}
+	fmt.Fprintf(w, "gptapi %s (commit %s)\n", version, commit)
+	fmt.Fprintf(w, "go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(w, "level: GO%s=%s\n", runtimeArchUpper(), level)
+	fmt.Fprintf(w, "json parser: %s\n", logsink.ParserName())
+}
+
+func runtimeArchUpper() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "AMD64"
+	case "arm64":
+		return "ARM64"
+	}
+	return runtime.GOARCH
+}
+
+// defaultLevel is what the toolchain assumes when the build did not set one.
+func defaultLevel() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "v1"
+	case "arm64":
+		return "v8.0"
+	}
+	return "default"
+}

@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/logsink"
+)
+
+// account is the end of every proxied request: the request counter, the
+// upstream histograms and one access log line, with the same error text the
+// caller got. upstream is the time spent waiting on upstreams (all attempts).
+func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Duration, size int) {
+	name := ""
+	if up != nil {
+		name = up.cfg.Name
+		up.hists.latency.Observe(time.Duration(rec.LatencyMs) * time.Millisecond)
+		if rec.Status < 300 || rec.Stream {
+			up.hists.ttft.Observe(time.Duration(rec.TTFTMs) * time.Millisecond)
+		}
+	}
+	s.metrics.countRequest(rec.Endpoint, rec.Model, name, rec.Status)
+	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("id", b2s(rec.RequestID)),
+		slog.String("client", b2s(rec.ClientIP)),
+		slog.String("route", rec.Endpoint.String()),
+		slog.String("model", b2s(rec.Model)),
+		slog.String("upstream", name),
+		slog.Int("status", rec.Status),
+		slog.Bool("stream", rec.Stream),
+		slog.String("tried", b2s(rec.Tried)),
+		slog.Int64("ttft_ms", rec.TTFTMs),
+		slog.Int64("latency_ms", rec.LatencyMs),
+		slog.Int64("upstream_us", upstreamDur.Microseconds()),
+		slog.Int("bytes", size),
+		slog.String("error", b2s(rec.Error)),
+	)
+}
+
+// reject logs a request refused before it was routed (400, 401): it gets
+// an access log line and a counter, not a record (SPEC §4.5).
+func (s *Server) reject(ctx *fasthttp.RequestCtx, ep logsink.Endpoint, e *apiError) {
+	writeError(ctx, e)
+	s.metrics.countRequest(ep, nil, "", e.Status)
+	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("id", b2s(ctx.Response.Header.Peek("X-Request-Id"))),
+		slog.String("client", ctx.RemoteIP().String()),
+		slog.String("route", ep.String()),
+		slog.Int("status", e.Status),
+		slog.String("error", e.Message),
+	)
+}
+
+// appendServerTiming appends the Server-Timing value that shows callers
+// what gptapi itself added: `upstream;dur=12.345, gptapi;dur=0.051` (ms).
+func appendServerTiming(dst []byte, upstream, total time.Duration) []byte {
+	own := total - upstream
+	if own < 0 {
+		own = 0
+	}
+	dst = append(dst, "upstream;dur="...)
+	dst = strconv.AppendFloat(dst, float64(upstream.Microseconds())/1000, 'f', 3, 64)
+	dst = append(dst, ", gptapi;dur="...)
+	dst = strconv.AppendFloat(dst, float64(own.Microseconds())/1000, 'f', 3, 64)
+	return dst
+}

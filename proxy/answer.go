@@ -1,0 +1,34 @@
+package proxy
+
+import (
+	"github.com/valyala/fastjson"
+)
+
+// rewriteAnswer appends a non-streaming chat or completions answer with the
+// client's special_prefix on every choice's text and, when model is set, the
+// caller's model name. It reports false when body is not a JSON object; the
+// answer then passes as it came.
+func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, body []byte, prefix string, model []byte) ([]byte, bool) {
+	v, err := p.ParseBytes(body)
+	if err != nil || v.Type() != fastjson.TypeObject {
+		return dst, false
+	}
+	if model != nil && v.Get("model") != nil {
+		v.Set("model", a.NewStringBytes(model))
+	}
+	if prefix != "" {
+		for _, ch := range v.GetArray("choices") {
+			target, key := ch.Get("message"), "content"
+			if target == nil {
+				target, key = ch, "text"
+			}
+			t := target.Get(key)
+			if t == nil || t.Type() != fastjson.TypeString {
+				continue
+			}
+			b, _ := t.StringBytes()
+			target.Set(key, a.NewString(prefix+string(b)))
+		}
+	}
+	return v.MarshalTo(dst), true
+}

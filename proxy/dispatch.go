@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/logsink"
+)
+
+// attemptError is one failed try of one upstream: the dispatch loop moves
+// on to the next candidate.
+type attemptError struct {
+	msg     string
+	timeout bool
+}
+
+func (e *attemptError) Error() string { return e.msg }
+
+// dispatch tries the candidates for the model in order, then the fallback
+// chain (SPEC §4.1), and writes the answer or the all-failed error to ctx.
+func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
+	st := x.st
+	chk := &st.cfg.Check
+	model := x.req.model
+	x.tried = append(x.tried[:0], '[')
+	var last *attemptError
+	for hop := 0; ; hop++ {
+		x.cands = st.table.Match(x.cands[:0], b2s(model))
+		if len(x.cands) == 0 {
+			if hop == 0 {
+				x.fail(ctx, modelNotFound(model))
+				return
+			}
+			break
+		}
+		// The fallback is named by the first candidate in config order.
+		fallback := ""
+		for _, i := range x.cands {
+			if fb := st.upstreams[i].cfg.Fallback; fb != "" {
+				fallback = fb
+				break
+			}
+		}
+		x.seen = append(x.seen, b2s(model))
+		st.table.Order(x.cands, time.Now())
+		for _, i := range x.cands {
+			up := st.upstreams[i]
+			x.addTried(up.cfg.Name, model)
+			var err *attemptError
+			if x.req.stream {
+				err = x.tryStream(ctx, up, model)
+			} else {
+				err = x.tryPlain(ctx, up, model)
+			}
+			h := st.table.Health(i)
+			if err == nil {
+				h.Succeed()
+				if x.rec != nil { // a stream took its record along
+					x.rec.Upstream = append(x.rec.Upstream[:0], up.cfg.Name...)
+					x.rec.ServedModel = append(x.rec.ServedModel[:0], model...)
+				}
+				return
+			}
+			h.Fail(time.Now(), chk.FailureThreshold, chk.Cooldown)
+			last = err
+		}
+		if fallback == "" || hop >= chk.MaxFallbackDepth || x.seenModel(fallback) {
+			break
+		}
+		model = s2b(fallback)
+	}
+	x.scr = x.closeTried(x.scr[:0])
+	x.fail(ctx, allFailed(x.req.model, last, last != nil && last.timeout, x.scr))
+}
+
+func (x *exchange) seenModel(m string) bool {
+	for _, s := range x.seen {
+		if s == m {
+			return true
+		}
+	}
+	return false
+}
+
+// fail answers with e and notes it in the record.
+func (x *exchange) fail(ctx *fasthttp.RequestCtx, e *apiError) {
+	writeError(ctx, e)
+	x.rec.Error = append(x.rec.Error[:0], e.Message...)
+}
+
+func (x *exchange) addTried(name string, model []byte) {
+	if len(x.tried) > 1 {
+		x.tried = append(x.tried, ',')
+	}
+	x.scr = append(append(append(x.scr[:0], name...), '/'), model...)
+	x.tried = appendJSONString(x.tried, x.scr)
+}
+
+func (x *exchange) closeTried(dst []byte) []byte {
+	if len(x.tried) == 0 {
+		return append(dst, "[]"...)
+	}
+	return append(append(dst, x.tried...), ']')
+}
+
+// prepare fills the upstream request of one attempt.
+func (x *exchange) prepare(req *fasthttp.Request, up *upstream, model []byte) {
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(up.uris[x.req.endpoint])
+	req.Header.SetHost(up.host)
+	req.Header.SetContentType("application/json")
+	switch {
+	case up.auth != "":
+		req.Header.Set(fasthttp.HeaderAuthorization, up.auth)
+	case len(x.key) > 0:
+		x.auth = append(append(x.auth[:0], bearerPrefix...), x.key...)
+		req.Header.SetBytesV(fasthttp.HeaderAuthorization, x.auth)
+	}
+	for k, v := range up.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	x.upBody = x.req.appendUpstreamBody(x.upBody[:0], &x.arena, up.cfg, model)
+	req.SetBodyRaw(x.upBody)
+}
+
+// tryPlain is one non-streaming attempt. On success the answer is in ctx.
+func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte) *attemptError {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	x.prepare(req, up, model)
+
+	t0 := time.Now()
+	err := up.plain.DoDeadline(req, resp, t0.Add(x.st.cfg.Check.RequestTimeout))
+	x.upWait += time.Since(t0)
+	if err != nil {
+		return upstreamFailure(up, err)
+	}
+	status := resp.StatusCode()
+	if retryable(status) {
+		return &attemptError{msg: up.cfg.Name + ": upstream answered " + strconv.Itoa(status)}
+	}
+	x.rec.TTFTMs = time.Since(x.start).Milliseconds()
+	x.served = up
+	ctx.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
+	body := resp.Body()
+	if status/100 == 2 && (up.cfg.SpecialPrefix != "" || up.cfg.Model != "") && x.req.endpoint <= logsink.Completions {
+		restore := x.req.model
+		if up.cfg.Model == "" {
+			restore = nil
+		}
+		if out, ok := rewriteAnswer(ctx.Response.Body()[:0], &x.parser, &x.arena, body, up.cfg.SpecialPrefix, restore); ok {
+			ctx.Response.SetBodyRaw(out)
+			return nil
+		}
+	}
+	// Hand the upstream's body buffer to the caller's response: no copy.
+	ctx.Response.SwapBody(resp.SwapBody(ctx.Response.Body()[:0]))
+	return nil
+}
+
+// retryable reports whether an upstream answer is a failure to fail over
+// from (SPEC §4.1).
+func retryable(status int) bool {
+	return status >= 500 || status == fasthttp.StatusRequestTimeout || status == fasthttp.StatusTooManyRequests
+}
+
+// upstreamFailure names a transport error of up.
+func upstreamFailure(up *upstream, err error) *attemptError {
+	timeout := isTimeout(err)
+	msg := err.Error()
+	if timeout {
+		msg = "timeout"
+	}
+	return &attemptError{msg: up.cfg.Name + ": " + msg, timeout: timeout}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// b2s views b as a string without copying; b must not change while the
+// string is in use.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// s2b views s as bytes; the bytes must not be written.
+func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

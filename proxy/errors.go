@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"errors"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+)
+
+// apiError is an error gptapi itself answers with. Its Message is the text
+// the caller, the access log and the record's error column all get.
+type apiError struct {
+	Status  int
+	Type    string
+	Code    string
+	Message string
+	Tried   []byte // JSON array of "client/model" entries, only for all-failed
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+const (
+	typeInvalidRequest = "invalid_request_error"
+	typeAuthentication = "authentication_error"
+	typeUpstream       = "upstream_error"
+)
+
+func badRequest(msg string) *apiError {
+	return &apiError{Status: fasthttp.StatusBadRequest, Type: typeInvalidRequest, Code: "invalid_request", Message: msg}
+}
+
+var (
+	errUnauthorized = &apiError{Status: fasthttp.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_api_key",
+		Message: "Invalid or missing API key. Send it as \"Authorization: Bearer <key>\"."}
+	errNotFound = &apiError{Status: fasthttp.StatusNotFound, Type: typeInvalidRequest, Code: "not_found",
+		Message: "Unknown path."}
+	errMethodNotAllowed = &apiError{Status: fasthttp.StatusMethodNotAllowed, Type: typeInvalidRequest, Code: "method_not_allowed",
+		Message: "Method not allowed on this path."}
+	errTooLarge = &apiError{Status: fasthttp.StatusRequestEntityTooLarge, Type: typeInvalidRequest, Code: "request_too_large",
+		Message: "Request body is larger than server.max_body_bytes."}
+	errHeadersTooLarge = &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: typeInvalidRequest, Code: "request_header_fields_too_large",
+		Message: "Request headers are too large."}
+	errBadHTTP = &apiError{Status: fasthttp.StatusBadRequest, Type: typeInvalidRequest, Code: "invalid_request",
+		Message: "Malformed HTTP request."}
+)
+
+func modelNotFound(model []byte) *apiError {
+	return &apiError{Status: fasthttp.StatusNotFound, Type: typeInvalidRequest, Code: "model_not_found",
+		Message: "The model '" + string(model) + "' does not exist or no upstream serves it."}
+}
+
+// allFailed builds the error for a request every candidate and fallback
+// failed. tried is the JSON array text of the path taken; the message ends
+// with it so a log line alone tells the story.
+func allFailed(model []byte, last error, timeout bool, tried []byte) *apiError {
+	status := fasthttp.StatusBadGateway
+	if timeout {
+		status = fasthttp.StatusGatewayTimeout
+	}
+	msg := "All upstreams failed for model '" + string(model) + "'"
+	if last != nil {
+		msg += " (last error: " + last.Error() + ")"
+	}
+	msg += ". Tried: " + string(triedMessage(nil, tried))
+	return &apiError{Status: status, Type: typeUpstream, Code: "all_upstreams_failed", Message: msg,
+		Tried: append([]byte(nil), tried...)}
+}
+
+// triedMessage renders the compact JSON array `["a/m","b/m"]` as the SPEC's
+// human form `["a/m", "b/m"]`.
+func triedMessage(dst, tried []byte) []byte {
+	if len(tried) == 0 {
+		return append(dst, "[]"...)
+	}
+	inStr, esc := false, false
+	for _, c := range tried {
+		dst = append(dst, c)
+		switch {
+		case esc:
+			esc = false
+		case c == '\\' && inStr:
+			esc = true
+		case c == '"':
+			inStr = !inStr
+		case c == ',' && !inStr:
+			dst = append(dst, ' ')
+		}
+	}
+	return dst
+}
+
+// appendErrorJSON appends the OpenAI-shaped body of e.
+func appendErrorJSON(dst []byte, e *apiError) []byte {
+	dst = append(dst, `{"error":{"message":`...)
+	dst = appendJSONString(dst, e.Message)
+	dst = append(dst, `,"type":`...)
+	dst = appendJSONString(dst, e.Type)
+	dst = append(dst, `,"code":`...)
+	dst = appendJSONString(dst, e.Code)
+	dst = append(dst, `,"param":null`...)
+	if e.Tried != nil {
+		dst = append(dst, `,"tried":`...)
+		dst = append(dst, e.Tried...)
+	}
+	return append(dst, "}}"...)
+}
+
+// writeError answers ctx with e. Handlers return after it.
+func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
+	ctx.Response.ResetBody()
+	ctx.SetStatusCode(e.Status)
+	ctx.SetContentType("application/json")
+	ctx.Response.SetBodyRaw(appendErrorJSON(ctx.Response.Body()[:0], e))
+}
+
+// asAPIError maps any error to the apiError the caller gets.
+func asAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "upstream_error", Message: err.Error()}
+}
+
+// appendJSONString appends s as a JSON string literal: quotes, backslash and
+// control characters escaped, invalid UTF-8 replaced, the rest as is.
+func appendJSONString[S string | []byte](dst []byte, s S) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+			if r == utf8.RuneError && size == 1 {
+				dst = append(dst, s[start:i]...)
+				dst = append(dst, `\ufffd`...)
+				i++
+				start = i
+				continue
+			}
+			i += size
+			continue
+		}
+		if c >= 0x20 && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		i++
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// appendSSEError appends the event a stream ends with when its upstream
+// fails after the first byte.
+func appendSSEError(dst []byte, e *apiError) []byte {
+	dst = append(dst, "data: "...)
+	dst = appendErrorJSON(dst, e)
+	return append(dst, "\n\n"...)
+}

@@ -1,0 +1,218 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+
+	"github.com/gptapi/gptapi/logsink"
+)
+
+// exchange is everything one proxied request needs, pooled: parser, arena,
+// buffers. Nothing in it outlives the handler except what a stream moves
+// into its streamBody.
+type exchange struct {
+	s      *Server
+	st     *state
+	start  time.Time
+	req    request
+	parser fastjson.Parser
+	arena  fastjson.Arena
+	upBody []byte
+	tried  []byte // JSON array text without its closing bracket
+	cands  []int
+	seen   []string // models routed on, for fallback cycles
+	key    []byte   // caller's bearer key; points into the request headers
+	auth   []byte   // "Bearer <caller key>"
+	scr    []byte
+	rec    *logsink.Record
+	// served is the upstream that answered; upWait the time spent waiting
+	// on upstreams over all attempts (for Server-Timing and the log).
+	served *upstream
+	upWait time.Duration
+}
+
+var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
+
+func (s *Server) acquireExchange(ctx *fasthttp.RequestCtx) *exchange {
+	x := exchangePool.Get().(*exchange)
+	x.s = s
+	x.st = s.state.Load()
+	x.start = time.Now()
+	return x
+}
+
+func releaseExchange(x *exchange) {
+	x.req.reset()
+	x.arena.Reset()
+	x.s, x.st, x.rec, x.key, x.served, x.upWait = nil, nil, nil, nil, nil, 0
+	x.upBody, x.tried, x.cands, x.auth, x.scr = x.upBody[:0], x.tried[:0], x.cands[:0], x.auth[:0], x.scr[:0]
+	clear(x.seen)
+	x.seen = x.seen[:0]
+	exchangePool.Put(x)
+}
+
+var requestIDHeader = []byte("X-Request-Id")
+
+// begin gives every answer its X-Request-Id: the caller's, or a new one.
+func (s *Server) begin(ctx *fasthttp.RequestCtx) []byte {
+	id := ctx.Request.Header.PeekBytes(requestIDHeader)
+	if len(id) == 0 || len(id) > 128 {
+		var b [16]byte
+		id = appendHex64(b[:0], rand.Uint64())
+	}
+	ctx.Response.Header.SetBytesKV(requestIDHeader, id)
+	if s.draining.Load() {
+		ctx.SetConnectionClose()
+	}
+	return ctx.Response.Header.PeekBytes(requestIDHeader)
+}
+
+func appendHex64(dst []byte, v uint64) []byte {
+	const hex = "0123456789abcdef"
+	for i := 60; i >= 0; i -= 4 {
+		dst = append(dst, hex[(v>>uint(i))&0xf])
+	}
+	return dst
+}
+
+var bearerPrefix = []byte("Bearer ")
+
+// bearer returns the caller's key from "Authorization: Bearer <key>".
+func bearer(ctx *fasthttp.RequestCtx) []byte {
+	h := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	if len(h) > len(bearerPrefix) && bytes.EqualFold(h[:len(bearerPrefix)], bearerPrefix) {
+		return bytes.TrimSpace(h[len(bearerPrefix):])
+	}
+	return nil
+}
+
+func (st *state) authorized(key []byte) bool {
+	if len(st.authKeys) == 0 {
+		return true
+	}
+	ok := 0
+	for _, k := range st.authKeys {
+		ok |= subtle.ConstantTimeCompare(k, key)
+	}
+	return ok == 1
+}
+
+func (s *Server) handleChat(ctx *fasthttp.RequestCtx) {
+	s.serveLLM(ctx, logsink.Chat)
+}
+
+func (s *Server) handleCompletions(ctx *fasthttp.RequestCtx) {
+	s.serveLLM(ctx, logsink.Completions)
+}
+
+func (s *Server) handleEmbeddings(ctx *fasthttp.RequestCtx) {
+	s.serveLLM(ctx, logsink.Embeddings)
+}
+
+func (s *Server) handleRerank(ctx *fasthttp.RequestCtx) {
+	s.serveLLM(ctx, logsink.Rerank)
+}
+
+// serveLLM is every POST endpoint: authenticate, parse, preprocess, record,
+// dispatch.
+func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
+	id := s.begin(ctx)
+	x := s.acquireExchange(ctx)
+	defer releaseExchange(x)
+
+	x.key = bearer(ctx)
+	if !x.st.authorized(x.key) {
+		s.reject(ctx, ep, errUnauthorized)
+		return
+	}
+	if e := x.req.parse(&x.parser, ctx.PostBody(), ep); e != nil {
+		s.reject(ctx, ep, e)
+		return
+	}
+	if ep == logsink.Chat && !preprocess(&x.req, &x.arena, &x.st.cfg.Preprocess) {
+		s.reject(ctx, ep, badRequest("No message is left to send after preprocessing (empty messages)."))
+		return
+	}
+
+	rec := logsink.AcquireRecord()
+	x.rec = rec
+	rec.RequestID = append(rec.RequestID[:0], id...)
+	rec.TsMs = x.start.UnixMilli()
+	rec.ClientIP = x.st.appendClientIP(rec.ClientIP[:0], ctx)
+	if len(x.key) > 0 {
+		rec.HasKey = true
+		rec.KeyHash = logsink.HashKey(x.key)
+	}
+	rec.Endpoint = ep
+	rec.Model = append(rec.Model[:0], x.req.model...)
+	rec.Stream = x.req.stream
+
+	x.dispatch(ctx)
+	if x.rec != nil {
+		// Not handed to a stream: the answer is complete.
+		x.finishRecord(ctx)
+	}
+}
+
+// finishRecord completes a non-stream record and hands it to the sink.
+func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
+	rec := x.rec
+	x.rec = nil
+	rec.Status = ctx.Response.StatusCode()
+	rec.LatencyMs = time.Since(x.start).Milliseconds()
+	rec.Tried = x.closeTried(rec.Tried[:0])
+	rec.RequestBody = append(rec.RequestBody[:0], x.upBody...)
+	if len(rec.RequestBody) == 0 {
+		rec.RequestBody = append(rec.RequestBody, ctx.PostBody()...)
+	}
+	rec.ResponseBody = append(rec.ResponseBody[:0], ctx.Response.Body()...)
+	if x.served != nil {
+		x.scr = appendServerTiming(x.scr[:0], x.upWait, time.Since(x.start))
+		ctx.Response.Header.SetBytesV("Server-Timing", x.scr)
+	}
+	x.s.account(rec, x.served, x.upWait, len(rec.ResponseBody))
+	x.s.sink.Put(rec)
+}
+
+// appendClientIP appends the caller's address: the connection's, or from
+// X-Forwarded-For when the connection comes from a trusted proxy (the
+// rightmost address that is not itself a trusted proxy).
+func (st *state) appendClientIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	remote, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	remote = remote.Unmap()
+	nets := st.cfg.Server.TrustedNets
+	if len(nets) == 0 || !inNets(nets, remote) {
+		return remote.AppendTo(dst)
+	}
+	xff := ctx.Request.Header.Peek(fasthttp.HeaderXForwardedFor)
+	for len(xff) > 0 {
+		i := bytes.LastIndexByte(xff, ',')
+		part := bytes.TrimSpace(xff[i+1:])
+		xff = xff[:max(i, 0)]
+		a, err := netip.ParseAddr(string(part))
+		if err != nil {
+			break
+		}
+		a = a.Unmap()
+		if !inNets(nets, a) || i < 0 {
+			return a.AppendTo(dst)
+		}
+	}
+	return remote.AppendTo(dst)
+}
+
+func inNets(nets []netip.Prefix, a netip.Addr) bool {
+	for _, n := range nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

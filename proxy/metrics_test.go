@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"bufio"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// promSample is one parsed line of the Prometheus text format.
+type promSample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+var (
+	promLine  = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ([^ ]+)$`)
+	promLabel = regexp.MustCompile(`^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)`)
+)
+
+// parseProm parses the exposition format strictly: every line a comment or
+// a well-formed sample, or it fails the test.
+func parseProm(t *testing.T, text string) []promSample {
+	t.Helper()
+	var out []promSample
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		m := promLine.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("not a Prometheus sample line: %q", line)
+		}
+		s := promSample{name: m[1], labels: map[string]string{}}
+		for rest := m[3]; rest != ""; {
+			lm := promLabel.FindStringSubmatch(rest)
+			if lm == nil {
+				t.Fatalf("bad labels in %q at %q", line, rest)
+			}
+			v, err := strconv.Unquote(`"` + lm[2] + `"`)
+			if err != nil {
+				t.Fatalf("bad label value in %q: %v", line, err)
+			}
+			s.labels[lm[1]] = v
+			rest = rest[len(lm[0]):]
+		}
+		v, err := strconv.ParseFloat(m[4], 64)
+		if err != nil {
+			t.Fatalf("bad value in %q: %v", line, err)
+		}
+		s.value = v
+		out = append(out, s)
+	}
+	return out
+}
+
+func promValue(samples []promSample, name string, labels map[string]string) (float64, bool) {
+	for _, s := range samples {
+		if s.name != name || len(s.labels) != len(labels) {
+			continue
+		}
+		match := true
+		for k, v := range labels {
+			if s.labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			return s.value, true
+		}
+	}
+	return 0, false
+}
+
+func scrape(t *testing.T, addr string) []promSample {
+	t.Helper()
+	status, body, err := fasthttp.Get(nil, "http://"+addr+"/metrics")
+	if err != nil || status != 200 {
+		t.Fatalf("GET /metrics: %d %v", status, err)
+	}
+	return parseProm(t, string(body))
+}
+
+func TestMetricsMoveByExactly(t *testing.T) {
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"choices":[{"index":0,"message":{"content":"ok"}}]}`)
+	})
+	cfg := testConfig(up)
+	srv, addr := startProxy(t, cfg, nil)
+	before := scrape(t, addr)
+	for i := 0; i < 3; i++ {
+		if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 {
+			t.Fatalf("%d %s", status, body)
+		}
+	}
+	post(t, addr, "/v1/chat/completions", `{"model":"unknown-model","messages":[{"role":"user","content":"x"}]}`)
+	post(t, addr, "/v1/chat/completions", `{"model":5}`)
+	srv.CountReload(true)
+	srv.CountReload(false)
+	srv.CountReload(false)
+	after := scrape(t, addr)
+
+	delta := func(name string, labels map[string]string) float64 {
+		a, ok := promValue(after, name, labels)
+		if !ok {
+			t.Fatalf("%s%v missing from /metrics", name, labels)
+		}
+		b, _ := promValue(before, name, labels)
+		return a - b
+	}
+	f := func(name string, labels map[string]string, want float64) {
+		t.Helper()
+		if got := delta(name, labels); got != want {
+			t.Errorf("%s%v moved by %v, want %v", name, labels, got, want)
+		}
+	}
+	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "qwen-7b", "upstream": "up0", "status": "200"}, 3)
+	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "unknown-model", "upstream": "", "status": "404"}, 1)
+	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "", "upstream": "", "status": "400"}, 1)
+	f("gptapi_upstream_latency_seconds_count", map[string]string{"upstream": "up0"}, 3)
+	f("gptapi_ttft_seconds_count", map[string]string{"upstream": "up0"}, 3)
+	f("gptapi_upstream_latency_seconds_bucket", map[string]string{"upstream": "up0", "le": "+Inf"}, 3)
+	f("gptapi_config_reloads_total", map[string]string{"result": "ok"}, 1)
+	f("gptapi_config_reloads_total", map[string]string{"result": "error"}, 2)
+	if v, ok := promValue(after, "gptapi_upstream_cooldown", map[string]string{"upstream": "up0"}); !ok || v != 0 {
+		t.Errorf("cooldown gauge %v %v", v, ok)
+	}
+	if _, ok := promValue(after, "gptapi_active_streams", map[string]string{}); !ok {
+		t.Error("gptapi_active_streams missing")
+	}
+	// Buckets are cumulative.
+	prev := -1.0
+	for _, le := range []string{"0.001", "0.01", "0.1", "1", "10", "60", "+Inf"} {
+		v, ok := promValue(after, "gptapi_upstream_latency_seconds_bucket", map[string]string{"upstream": "up0", "le": le})
+		if !ok || v < prev {
+			t.Fatalf("bucket le=%s: %v %v (prev %v)", le, v, ok, prev)
+		}
+		prev = v
+	}
+}
+
+func TestServerTiming(t *testing.T) {
+	f := func(up, total, want string) {
+		t.Helper()
+		u, _ := time.ParseDuration(up)
+		tt, _ := time.ParseDuration(total)
+		if got := string(appendServerTiming(nil, u, tt)); got != want {
+			t.Errorf("got %q want %q", got, want)
+		}
+	}
+	f("12.345ms", "12.400ms", "upstream;dur=12.345, gptapi;dur=0.055")
+	f("0s", "51us", "upstream;dur=0.000, gptapi;dur=0.051")
+	f("5ms", "4ms", "upstream;dur=5.000, gptapi;dur=0.000")
+}

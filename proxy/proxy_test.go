@@ -1,0 +1,380 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/logsink"
+)
+
+// captureSink keeps the records a test server produces.
+type captureSink struct {
+	mu   sync.Mutex
+	recs []*logsink.Record
+	ch   chan struct{}
+}
+
+func newCaptureSink() *captureSink { return &captureSink{ch: make(chan struct{}, 1024)} }
+
+func (c *captureSink) Put(r *logsink.Record) {
+	c.mu.Lock()
+	c.recs = append(c.recs, r)
+	c.mu.Unlock()
+	c.ch <- struct{}{}
+}
+
+func (c *captureSink) wait(t *testing.T) *logsink.Record {
+	t.Helper()
+	select {
+	case <-c.ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no record within 5s")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.recs[len(c.recs)-1]
+}
+
+// startUpstream serves h on a loopback port and returns its base URL.
+func startUpstream(t testing.TB, h fasthttp.RequestHandler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fasthttp.Server{Handler: h}
+	go s.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { _ = s.Shutdown() })
+	return "http://" + ln.Addr().String() + "/v1"
+}
+
+// testConfig is a valid config with one client per base URL.
+func testConfig(urls ...string) *configs.Config {
+	cfg := configs.Default()
+	cfg.Check.ConnectTimeout = time.Second
+	cfg.Check.FirstByteTimeout = 2 * time.Second
+	cfg.Check.StreamIdleTimeout = 2 * time.Second
+	cfg.Check.RequestTimeout = 3 * time.Second
+	for i, u := range urls {
+		cfg.Clients = append(cfg.Clients, configs.Client{
+			Name: "up" + strconv.Itoa(i), BaseURL: u, KeyMode: "config",
+			Match:    configs.Match{Type: "keyword", Value: []string{"qwen"}},
+			Priority: 1, StreamUsage: true, MaxConns: 64,
+		})
+	}
+	return cfg
+}
+
+// startProxy serves a Server for cfg and returns its address.
+func startProxy(t testing.TB, cfg *configs.Config, sink RecordSink) (*Server, string) {
+	t.Helper()
+	s, err := New(cfg, sink, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { _ = s.srv.Shutdown() })
+	return s, ln.Addr().String()
+}
+
+func post(t testing.TB, addr, path, body string) (int, http1Header, []byte) {
+	t.Helper()
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + addr + path)
+	req.Header.SetMethod("POST")
+	req.SetBodyString(body)
+	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h := http1Header{}
+	for _, k := range []string{"X-Gptapi-Upstream", "X-Request-Id", "Content-Type"} {
+		h[k] = string(resp.Header.Peek(k))
+	}
+	return resp.StatusCode(), h, append([]byte(nil), resp.Body()...)
+}
+
+type http1Header map[string]string
+
+const chatBody = `{"model":"qwen-7b","messages":[{"role":"user","content":" hello "}]}`
+
+func TestFailoverThenAnswer(t *testing.T) {
+	var failed, served int
+	var mu sync.Mutex
+	bad := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		mu.Lock()
+		failed++
+		mu.Unlock()
+		ctx.SetStatusCode(503)
+	})
+	good := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		mu.Lock()
+		served++
+		mu.Unlock()
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+	})
+	cfg := testConfig(bad, good)
+	cfg.Clients[0].Priority = 1000000 // tried first almost surely
+	cfg.Clients[1].Priority = 1
+	sink := newCaptureSink()
+	_, addr := startProxy(t, cfg, sink)
+	status, h, body := post(t, addr, "/v1/chat/completions", chatBody)
+	if status != 200 || h["X-Gptapi-Upstream"] != "up1" || !bytes.Contains(body, []byte(`"ok"`)) {
+		t.Fatalf("got %d %v %s", status, h, body)
+	}
+	rec := sink.wait(t)
+	if string(rec.Upstream) != "up1" || rec.Status != 200 || string(rec.Tried) != `["up0/qwen-7b","up1/qwen-7b"]` {
+		t.Fatalf("record upstream=%s status=%d tried=%s", rec.Upstream, rec.Status, rec.Tried)
+	}
+	if !bytes.Contains(rec.RequestBody, []byte(`"content":"hello"`)) {
+		t.Fatalf("record request body not preprocessed: %s", rec.RequestBody)
+	}
+}
+
+func TestAllFailedTriedAndTimeout(t *testing.T) {
+	slow := startUpstream(t, func(ctx *fasthttp.RequestCtx) { time.Sleep(1500 * time.Millisecond) })
+	cfg := testConfig(slow)
+	cfg.Check.FirstByteTimeout = 300 * time.Millisecond
+	cfg.Clients = append(cfg.Clients, configs.Client{Name: "dead", BaseURL: "http://127.0.0.1:1/v1", KeyMode: "config",
+		Match: configs.Match{Type: "keyword", Value: []string{"qwen"}}, Priority: 0, StreamUsage: true})
+	_, addr := startProxy(t, cfg, nil)
+	status, _, body := post(t, addr, "/v1/chat/completions", chatBody)
+	var e struct {
+		Error struct {
+			Message, Code string
+			Tried         []string
+		}
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	// The standby (dead, connection refused) is tried last; the last
+	// failure was not a timeout, so 502.
+	if status != 502 || e.Error.Code != "all_upstreams_failed" || strings.Join(e.Error.Tried, ",") != "up0/qwen-7b,dead/qwen-7b" {
+		t.Fatalf("got %d %s", status, body)
+	}
+	if !strings.HasSuffix(e.Error.Message, `Tried: ["up0/qwen-7b", "dead/qwen-7b"]`) {
+		t.Fatalf("message %q", e.Error.Message)
+	}
+	cfg.Clients = cfg.Clients[:1]
+	_, addr = startProxy(t, cfg, nil)
+	if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 504 {
+		t.Fatalf("timeout: got %d %s", status, body)
+	}
+}
+
+const sseChunks = 5
+
+func sseUpstream(t testing.TB, gap time.Duration) string {
+	return startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for i := 0; i < sseChunks; i++ {
+				w.WriteString(`data: {"id":"c","model":"up-model","choices":[{"index":0,"delta":{"content":"t` + strconv.Itoa(i) + `"},"finish_reason":null}]}` + "\n\n")
+				if err := w.Flush(); err != nil {
+					return
+				}
+				time.Sleep(gap)
+			}
+			w.WriteString(`data: {"id":"c","model":"up-model","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}` + "\n\n")
+			w.WriteString("data: [DONE]\n\n")
+		})
+	})
+}
+
+// readStream posts a streaming chat and returns the events' data lines as
+// they arrived, with the time each arrived.
+func readStream(t *testing.T, addr, body string) ([]string, []time.Time, int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "+
+		strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)
+	br := bufio.NewReader(conn)
+	var resp fasthttp.Response
+	resp.StreamBody = true
+	if err := resp.Read(br); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	var at []time.Time
+	sc := bufio.NewScanner(resp.BodyStream())
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "data: ") {
+			lines = append(lines, l[6:])
+			at = append(at, time.Now())
+		}
+	}
+	return lines, at, resp.StatusCode()
+}
+
+func TestStreamRelay(t *testing.T) {
+	up := sseUpstream(t, 100*time.Millisecond)
+	cfg := testConfig(up)
+	cfg.Clients[0].SpecialPrefix = "P:"
+	cfg.Clients[0].Model = "up-model"
+	sink := newCaptureSink()
+	_, addr := startProxy(t, cfg, sink)
+	lines, at, status := readStream(t, addr, `{"model":"qwen-7b","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	if status != 200 || len(lines) != sseChunks+1 {
+		t.Fatalf("status %d, %d data lines: %q", status, len(lines), lines)
+	}
+	// Incremental: the first chunk arrived well before the last.
+	if at[len(at)-1].Sub(at[0]) < 300*time.Millisecond {
+		t.Errorf("chunks arrived together: first %v last %v", at[0], at[len(at)-1])
+	}
+	if !strings.Contains(lines[0], `"content":"P:t0"`) || strings.Contains(lines[1], "P:") {
+		t.Errorf("prefix: %q %q", lines[0], lines[1])
+	}
+	if !strings.Contains(lines[0], `"model":"qwen-7b"`) {
+		t.Errorf("model not restored: %q", lines[0])
+	}
+	for _, l := range lines {
+		if strings.Contains(l, `"usage"`) {
+			t.Errorf("usage chunk not hidden: %q", l)
+		}
+	}
+	if lines[len(lines)-1] != "[DONE]" {
+		t.Errorf("last line %q", lines[len(lines)-1])
+	}
+	rec := sink.wait(t)
+	if rec.Status != 200 || !bytes.Contains(rec.Chunks, []byte(`"usage":{"prompt_tokens":3`)) || !rec.Stream {
+		t.Errorf("record status %d stream %v chunks %s", rec.Status, rec.Stream, rec.Chunks)
+	}
+}
+
+// breakingUpstream sends the SSE headers and two chunks with chunked
+// framing, then drops the connection without ending the body.
+func breakingUpstream(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				var req fasthttp.Request
+				if req.Read(br) != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+				for i := 0; i < 2; i++ {
+					ev := `data: {"choices":[{"index":0,"delta":{"content":"t` + strconv.Itoa(i) + `"}}]}` + "\n\n"
+					io.WriteString(c, strconv.FormatInt(int64(len(ev)), 16)+"\r\n"+ev+"\r\n")
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/v1"
+}
+
+func TestStreamBreakMidway(t *testing.T) {
+	up := breakingUpstream(t)
+	sink := newCaptureSink()
+	_, addr := startProxy(t, testConfig(up), sink)
+	lines, _, status := readStream(t, addr, `{"model":"qwen-7b","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	if status != 200 || len(lines) != 3 || !strings.Contains(lines[2], `"error"`) {
+		t.Fatalf("status %d lines %q", status, lines)
+	}
+	rec := sink.wait(t)
+	if rec.Status != 502 || len(rec.Error) == 0 || !strings.Contains(lines[2], string(rec.Error)) {
+		t.Fatalf("record status %d error %q; event %q", rec.Status, rec.Error, lines[2])
+	}
+}
+
+// The caller leaving mid-stream closes the upstream connection at once.
+func TestStreamCallerGone(t *testing.T) {
+	upstreamSaw := make(chan error, 1)
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for i := 0; i < 200; i++ {
+				w.WriteString(`data: {"choices":[{"index":0,"delta":{"content":"x"}}]}` + "\n\n")
+				if err := w.Flush(); err != nil {
+					upstreamSaw <- err
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			upstreamSaw <- nil
+		})
+	})
+	sink := newCaptureSink()
+	_, addr := startProxy(t, testConfig(up), sink)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"model":"qwen","stream":true,"messages":[{"role":"user","content":"x"}]}`
+	io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	buf := make([]byte, 512)
+	if _, err := conn.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	select {
+	case err := <-upstreamSaw:
+		if err == nil {
+			t.Fatal("upstream finished the whole stream: its connection was not closed")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("upstream still sending 2s after the caller left")
+	}
+	if rec := sink.wait(t); rec.Status != 499 {
+		t.Fatalf("record status %d, want 499", rec.Status)
+	}
+}
+
+func TestStreamFailoverBeforeFirstByte(t *testing.T) {
+	silent := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			w.Flush() // headers, then nothing
+			time.Sleep(2 * time.Second)
+		})
+	})
+	good := sseUpstream(t, 0)
+	cfg := testConfig(silent, good)
+	cfg.Clients[0].Priority = 1000000
+	cfg.Check.FirstByteTimeout = 300 * time.Millisecond
+	sink := newCaptureSink()
+	_, addr := startProxy(t, cfg, sink)
+	lines, _, status := readStream(t, addr, `{"model":"qwen","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	if status != 200 || len(lines) != sseChunks+1 {
+		t.Fatalf("status %d lines %q", status, lines)
+	}
+	if rec := sink.wait(t); string(rec.Upstream) != "up1" || string(rec.Tried) != `["up0/qwen","up1/qwen"]` {
+		t.Fatalf("record upstream %s tried %s", rec.Upstream, rec.Tried)
+	}
+}

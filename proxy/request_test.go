@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fastjson"
+
+	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/logsink"
+)
+
+// upstreamBody parses body as the caller's request and returns what client
+// c would be sent routing on model.
+func upstreamBody(t testing.TB, ep logsink.Endpoint, body string, c configs.Client, model string) string {
+	t.Helper()
+	var r request
+	var p fastjson.Parser
+	var a fastjson.Arena
+	if e := r.parse(&p, []byte(body), ep); e != nil {
+		t.Fatalf("parse %s: %s", body, e.Message)
+	}
+	if model == "" {
+		model = string(r.model)
+	}
+	return string(r.appendUpstreamBody(nil, &a, &c, []byte(model)))
+}
+
+func TestUpstreamBody(t *testing.T) {
+	f := func(c configs.Client, in, want string) {
+		t.Helper()
+		if got := upstreamBody(t, logsink.Chat, in, c, ""); got != want {
+			t.Errorf("body for %s\n got: %s\nwant: %s", in, got, want)
+		}
+	}
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	plain := configs.Client{StreamUsage: true}
+	// Unknown fields and their bytes pass untouched.
+	f(plain, `{"model":"m",`+msgs+`,"x":{"y":[1,2.50,"\u00e9"]},"temperature":0.70}`,
+		`{"model":"m",`+msgs+`,"x":{"y":[1,2.50,"\u00e9"]},"temperature":0.70}`)
+	// Model rewrite.
+	f(configs.Client{Model: "Qwen/Qwen2-72B"}, `{"model":"qwen",`+msgs+`}`, `{"model":"Qwen/Qwen2-72B",`+msgs+`}`)
+	// Clamp both token fields above the limit; keep them below it.
+	f(configs.Client{MaxTokens: 100}, `{"model":"m",`+msgs+`,"max_tokens":4096,"max_completion_tokens":500}`,
+		`{"model":"m",`+msgs+`,"max_tokens":100,"max_completion_tokens":100}`)
+	f(configs.Client{MaxTokens: 100}, `{"model":"m",`+msgs+`,"max_tokens":50}`, `{"model":"m",`+msgs+`,"max_tokens":50}`)
+	// No clamp configured: untouched.
+	f(plain, `{"model":"m",`+msgs+`,"max_tokens":999999}`, `{"model":"m",`+msgs+`,"max_tokens":999999}`)
+	// Stop merge: caller's first, then client's, duplicates removed.
+	f(configs.Client{Stop: []string{"<|im_end|>", "END"}}, `{"model":"m",`+msgs+`,"stop":["END","x"]}`,
+		`{"model":"m",`+msgs+`,"stop":["END","x","<|im_end|>"]}`)
+	f(configs.Client{Stop: []string{"b"}}, `{"model":"m",`+msgs+`,"stop":"a"}`, `{"model":"m",`+msgs+`,"stop":["a","b"]}`)
+	f(configs.Client{Stop: []string{"b"}}, `{"model":"m",`+msgs+`}`, `{"model":"m",`+msgs+`,"stop":["b"]}`)
+	// Neither side has stops: left as sent.
+	f(plain, `{"model":"m",`+msgs+`,"stop":null}`, `{"model":"m",`+msgs+`,"stop":null}`)
+	f(plain, `{"model":"m",`+msgs+`}`, `{"model":"m",`+msgs+`}`)
+	// Streams: usage asked for when the caller did not; caller's options kept.
+	f(configs.Client{StreamUsage: true}, `{"model":"m",`+msgs+`,"stream":true}`,
+		`{"model":"m",`+msgs+`,"stream":true,"stream_options":{"include_usage":true}}`)
+	f(configs.Client{StreamUsage: true}, `{"model":"m",`+msgs+`,"stream":true,"stream_options":{"continuous_usage_stats":true}}`,
+		`{"model":"m",`+msgs+`,"stream":true,"stream_options":{"continuous_usage_stats":true,"include_usage":true}}`)
+	f(configs.Client{StreamUsage: false}, `{"model":"m",`+msgs+`,"stream":true}`, `{"model":"m",`+msgs+`,"stream":true}`)
+	f(configs.Client{StreamUsage: true}, `{"model":"m",`+msgs+`,"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"m",`+msgs+`,"stream":true,"stream_options":{"include_usage":true}}`)
+}
+
+// Each attempt starts from the caller's request: a rewrite for one client
+// must not leak into the next.
+func TestUpstreamBodyAttemptsIndependent(t *testing.T) {
+	var r request
+	var p fastjson.Parser
+	var a fastjson.Arena
+	body := `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true}`
+	if e := r.parse(&p, []byte(body), logsink.Chat); e != nil {
+		t.Fatal(e.Message)
+	}
+	first := configs.Client{Model: "other", MaxTokens: 10, Stop: []string{"s"}, StreamUsage: true}
+	got1 := string(r.appendUpstreamBody(nil, &a, &first, []byte("m")))
+	want1 := `{"model":"other","messages":[{"role":"user","content":"x"}],"max_tokens":10,"stream":true,"stop":["s"],"stream_options":{"include_usage":true}}`
+	if got1 != want1 {
+		t.Fatalf("first attempt\n got: %s\nwant: %s", got1, want1)
+	}
+	second := configs.Client{}
+	got2 := string(r.appendUpstreamBody(nil, &a, &second, []byte("fallback-model")))
+	want2 := `{"model":"fallback-model","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true}`
+	if got2 != want2 {
+		t.Fatalf("second attempt\n got: %s\nwant: %s", got2, want2)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	f := func(ep logsink.Endpoint, body, wantSubstr string) {
+		t.Helper()
+		var r request
+		var p fastjson.Parser
+		e := r.parse(&p, []byte(body), ep)
+		if wantSubstr == "" {
+			if e != nil {
+				t.Errorf("parse %s: unexpected error %q", body, e.Message)
+			}
+			return
+		}
+		if e == nil {
+			t.Errorf("parse %s: no error, want one containing %q", body, wantSubstr)
+			return
+		}
+		if e.Status != 400 || e.Type != "invalid_request_error" || !strings.Contains(e.Message, wantSubstr) {
+			t.Errorf("parse %s: got %d %s %q, want 400 containing %q", body, e.Status, e.Type, e.Message, wantSubstr)
+		}
+	}
+	chat := logsink.Chat
+	f(chat, ``, "empty")
+	f(chat, `not json`, "not valid JSON")
+	f(chat, `[1,2]`, "must be a JSON object")
+	f(chat, `{"messages":[{"role":"user","content":"x"}]}`, "'model'")
+	f(chat, `{"model":5,"messages":[{"role":"user","content":"x"}]}`, "'model' must be a string")
+	f(chat, `{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}`, "'stream' must be a boolean")
+	f(chat, `{"model":"m","messages":{}}`, "'messages' must be an array")
+	f(chat, `{"model":"m","messages":[]}`, "must not be empty")
+	f(chat, `{"model":"m"}`, "'messages'")
+	f(chat, `{"model":"m","messages":["x"]}`, "messages[0] must be an object")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}`, "'max_tokens' must be an integer")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"10"}`, "'max_tokens' must be an integer")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":true}`, "'max_completion_tokens' must be an integer")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"}],"stop":5}`, "'stop'")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":10,"stream":false}`, "")
+	f(logsink.Completions, `{"model":"m"}`, "'prompt'")
+	f(logsink.Completions, `{"model":"m","prompt":"p"}`, "")
+	f(logsink.Embeddings, `{"model":"m"}`, "'input'")
+	f(logsink.Embeddings, `{"model":"m","input":["a"]}`, "")
+	f(logsink.Rerank, `{"model":"m","documents":["a"]}`, "'query'")
+	f(logsink.Rerank, `{"model":"m","query":"q"}`, "'documents'")
+	f(logsink.Rerank, `{"model":"m","query":"q","documents":["a"]}`, "")
+	f(logsink.Embeddings, `{"model":"m","input":"a","stream":true}`, "not supported")
+}
+
+func TestErrorBody(t *testing.T) {
+	tried := []byte(`["fleet-a/qwen-72b","fleet-b/qwen-72b","backup/gpt-4o-mini"]`)
+	e := allFailed([]byte("qwen-72b"), &attemptError{msg: "backup: timeout", timeout: true}, true, tried)
+	if e.Status != 504 {
+		t.Errorf("status %d, want 504 after a timeout", e.Status)
+	}
+	wantTail := `Tried: ["fleet-a/qwen-72b", "fleet-b/qwen-72b", "backup/gpt-4o-mini"]`
+	if !strings.HasSuffix(e.Message, wantTail) {
+		t.Errorf("message %q does not end with %q", e.Message, wantTail)
+	}
+	var got struct {
+		Error struct {
+			Message, Type, Code string
+			Param               *string
+			Tried               []string
+		}
+	}
+	if err := json.Unmarshal(appendErrorJSON(nil, e), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Error.Message != e.Message || got.Error.Type != "upstream_error" || got.Error.Code != "all_upstreams_failed" ||
+		got.Error.Param != nil || len(got.Error.Tried) != 3 || got.Error.Tried[2] != "backup/gpt-4o-mini" {
+		t.Errorf("error body %+v", got.Error)
+	}
+	if e := allFailed([]byte("m"), nil, false, tried); e.Status != 502 {
+		t.Errorf("status %d, want 502", e.Status)
+	}
+	// Messages carrying caller text are escaped into valid JSON.
+	nf := modelNotFound([]byte("we\"ird\n\x01model\xff"))
+	if !json.Valid(appendErrorJSON(nil, nf)) {
+		t.Errorf("invalid JSON: %s", appendErrorJSON(nil, nf))
+	}
+}
+
+func TestRewriteAnswer(t *testing.T) {
+	f := func(body, prefix, model, want string) {
+		t.Helper()
+		var p fastjson.Parser
+		var a fastjson.Arena
+		var m []byte
+		if model != "" {
+			m = []byte(model)
+		}
+		got, ok := rewriteAnswer(nil, &p, &a, []byte(body), prefix, m)
+		if !ok {
+			got = []byte(body)
+		}
+		if string(got) != want {
+			t.Errorf("rewriteAnswer(%s)\n got: %s\nwant: %s", body, got, want)
+		}
+	}
+	f(`{"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"a"}},{"index":1,"message":{"content":"b"}}]}`, "P: ", "",
+		`{"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"P: a"}},{"index":1,"message":{"content":"P: b"}}]}`)
+	f(`{"object":"text_completion","choices":[{"text":" t","index":0}]}`, `"q"\`, "",
+		`{"object":"text_completion","choices":[{"text":"\"q\"\\ t","index":0}]}`)
+	f(`{"model":"up","choices":[{"message":{"content":null,"tool_calls":[]}}]}`, "P", "asked",
+		`{"model":"asked","choices":[{"message":{"content":null,"tool_calls":[]}}]}`)
+	f(`not json`, "P", "", `not json`)
+}
+
+func FuzzUpstreamBody(f *testing.F) {
+	f.Add(`{"model":"m","messages":[{"role":"user","content":" hi "},{"role":"user","content":[{"type":"text","text":"x"}]}],"stop":"s","max_tokens":9,"zz":{"a":[1]}}`)
+	f.Add(`{"model":"m","messages":[{"role":"assistant","content":"a</think>b<think>c"}],"stream":true,"stream_options":{}}`)
+	f.Add(`{"model":"m","messages":[{"role":"user"}],"stop":["a","a"]}`)
+	c := configs.Client{Model: "mm", MaxTokens: 5, Stop: []string{"a", "z"}, StreamUsage: true}
+	f.Fuzz(func(t *testing.T, body string) {
+		var r request
+		var p fastjson.Parser
+		var a fastjson.Arena
+		if e := r.parse(&p, []byte(body), logsink.Chat); e != nil {
+			return
+		}
+		if !preprocess(&r, &a, &allOn) {
+			return
+		}
+		// Keys the caller sent that gptapi never rewrites must survive.
+		var before map[string]json.RawMessage
+		wasValid := json.Unmarshal([]byte(body), &before) == nil
+		out := r.appendUpstreamBody(nil, &a, &c, []byte("mm"))
+		if !wasValid {
+			return
+		}
+		var after map[string]json.RawMessage
+		if err := json.Unmarshal(out, &after); err != nil {
+			t.Fatalf("output is not valid JSON: %v\nin:  %s\nout: %s", err, body, out)
+		}
+		for k, v := range before {
+			switch k {
+			case "model", "messages", "max_tokens", "max_completion_tokens", "stop", "stream_options":
+				continue
+			}
+			if !jsonEqual(v, after[k]) {
+				t.Fatalf("field %q changed: %s -> %s", k, v, after[k])
+			}
+		}
+		if string(after["model"]) != `"mm"` {
+			t.Fatalf("model not rewritten: %s", after["model"])
+		}
+	})
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return string(xa) == string(ya)
+}

@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/logsink"
+)
+
+// RecordSink receives one record per request. Put must not block; it owns
+// the record afterwards.
+type RecordSink interface {
+	Put(*logsink.Record)
+}
+
+// Server is gptapi's HTTP server.
+type Server struct {
+	state   atomic.Pointer[state]
+	sink    RecordSink
+	log     *slog.Logger
+	srv     *fasthttp.Server
+	streams streamSet
+	metrics *serverMetrics
+	// draining is set by Shutdown: new requests get Connection: close.
+	draining atomic.Bool
+}
+
+// New builds a server for cfg; records go to sink (nil: dropped, for tests
+// that don't look at them).
+func New(cfg *configs.Config, sink RecordSink, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if sink == nil {
+		sink = discardSink{}
+	}
+	s := &Server{sink: sink, log: log}
+	s.metrics = newServerMetrics(s)
+	st, err := buildState(cfg, nil, s.metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(st)
+	s.srv = &fasthttp.Server{
+		Handler:                       s.routes(),
+		ErrorHandler:                  s.errorHandler,
+		Name:                          "gptapi",
+		ReadTimeout:                   cfg.Server.ReadTimeout,
+		IdleTimeout:                   cfg.Server.IdleTimeout,
+		WriteTimeout:                  0, // absolute in fasthttp: it would cut long streams
+		MaxRequestBodySize:            cfg.Server.MaxBodyBytes,
+		ReadBufferSize:                16 << 10, // also the header size limit: beyond it, 431
+		WriteBufferSize:               16 << 10,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		ReduceMemoryUsage:             false,
+		Logger:                        fasthttpLogger{log},
+	}
+	return s, nil
+}
+
+// Apply swaps in a new config (the reload hook). Requests already running
+// finish on the old snapshot; idle connections of removed upstreams close.
+func (s *Server) Apply(cfg *configs.Config) error {
+	prev := s.state.Load()
+	st, err := buildState(cfg, prev, s.metrics)
+	if err != nil {
+		return err
+	}
+	if prev.cfg.Server.MaxBodyBytes != cfg.Server.MaxBodyBytes || prev.cfg.Server.ReadTimeout != cfg.Server.ReadTimeout ||
+		prev.cfg.Server.IdleTimeout != cfg.Server.IdleTimeout {
+		s.log.Warn("server.max_body_bytes, read_timeout and idle_timeout changes take effect after a restart")
+	}
+	s.state.Store(st)
+	prev.retire(st)
+	return nil
+}
+
+// Handler is the server's request handler, for tests that serve it on
+// their own listener.
+func (s *Server) Handler() fasthttp.RequestHandler { return s.srv.Handler }
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+// Shutdown stops accepting and waits for requests and streams to finish
+// until ctx ends; then it cuts the streams still open (their records say
+// why) and waits for them to close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Shutdown() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	n := s.streams.cutAll()
+	s.log.Warn("shutdown timeout reached: cutting open streams", "streams", n)
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		return errors.New("proxy: connections still open after cutting streams")
+	}
+}
+
+// ActiveStreams is the number of streams being relayed now.
+func (s *Server) ActiveStreams() int { return int(s.metrics.active.Load()) }
+
+func (s *Server) routes() fasthttp.RequestHandler {
+	r := router.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleOPTIONS = false
+	r.GET("/health", s.handleHealth)
+	r.GET("/metrics", s.handleMetrics)
+	r.GET("/v1/models", s.handleModels)
+	r.POST("/v1/chat/completions", s.handleChat)
+	r.POST("/v1/completions", s.handleCompletions)
+	r.POST("/v1/embeddings", s.handleEmbeddings)
+	r.POST("/v1/rerank", s.handleRerank)
+	r.POST("/rerank", s.handleRerank)
+	r.NotFound = func(ctx *fasthttp.RequestCtx) { s.begin(ctx); writeError(ctx, errNotFound) }
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) { s.begin(ctx); writeError(ctx, errMethodNotAllowed) }
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		s.log.Error("BUG: handler panic", "panic", v, "path", string(ctx.Path()), "stack", string(debug.Stack()))
+		writeError(ctx, &apiError{Status: fasthttp.StatusInternalServerError, Type: "server_error", Code: "internal_error", Message: "Internal error."})
+	}
+	return r.Handler
+}
+
+// errorHandler answers requests fasthttp could not parse, OpenAI-shaped.
+func (s *Server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, errTooLarge)
+	case errors.As(err, &small):
+		writeError(ctx, errHeadersTooLarge)
+	default:
+		writeError(ctx, errBadHTTP)
+	}
+}
+
+func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
+	s.begin(ctx)
+	ctx.SetContentType("application/json")
+	ctx.Response.SetBodyString(`{"status":"ok"}`)
+}
+
+// streamSet tracks open streams so shutdown can cut them.
+type streamSet struct {
+	mu sync.Mutex
+	m  map[*streamBody]struct{}
+}
+
+func (ss *streamSet) add(sb *streamBody) {
+	ss.mu.Lock()
+	if ss.m == nil {
+		ss.m = make(map[*streamBody]struct{})
+	}
+	ss.m[sb] = struct{}{}
+	ss.mu.Unlock()
+}
+
+func (ss *streamSet) remove(sb *streamBody) {
+	ss.mu.Lock()
+	delete(ss.m, sb)
+	ss.mu.Unlock()
+}
+
+func (ss *streamSet) cutAll() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for sb := range ss.m {
+		sb.cut()
+	}
+	return len(ss.m)
+}
+
+type discardSink struct{}
+
+func (discardSink) Put(r *logsink.Record) { logsink.ReleaseRecord(r) }
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	if f.l.Enabled(context.Background(), slog.LevelDebug) {
+		f.l.Debug("fasthttp", "msg", format, "args", args)
+	}
+}
+
+// Config is the config in force.
+func (s *Server) Config() *configs.Config { return s.state.Load().cfg }

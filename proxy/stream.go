@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/logsink"
+	"github.com/gptapi/gptapi/sse"
+)
+
+// streamBody is the body of a relayed stream. fasthttp drives it after the
+// handler returned: WriteTo (the embedded Relay) on the server's goroutine,
+// then CloseWithError, which completes the record and frees the upstream
+// connection. It holds no RequestCtx.
+type streamBody struct {
+	sse.Relay
+	s        *Server
+	up       *upstream
+	resp     *fasthttp.Response // upstream response; its body stream is the relay's source
+	rec      *logsink.Record
+	start    time.Time
+	firstEvt time.Time
+	cutting  atomic.Bool
+}
+
+var streamBodyPool = sync.Pool{New: func() any {
+	sb := new(streamBody)
+	sb.ErrorEvent = sseErrorEvent
+	return sb
+}}
+
+var (
+	errCallerGone = errors.New("the caller closed the connection")
+	errShutdown   = errors.New("gptapi is shutting down")
+)
+
+// tryStream is one streaming attempt. It returns nil once the upstream's
+// first event is in hand and the stream is handed to fasthttp, or when the
+// upstream's own 4xx answer was relayed.
+func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byte) *attemptError {
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	x.prepare(req, up, model)
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = true
+	t0 := time.Now()
+	err := up.stream.Do(req, resp)
+	x.upWait += time.Since(t0)
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		return upstreamFailure(up, err)
+	}
+	status := resp.StatusCode()
+	if status != fasthttp.StatusOK {
+		body := resp.Body() // reads and closes the upstream body stream
+		if retryable(status) {
+			fasthttp.ReleaseResponse(resp)
+			return &attemptError{msg: up.cfg.Name + ": upstream answered " + strconv.Itoa(status)}
+		}
+		ctx.SetStatusCode(status)
+		ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+		ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
+		ctx.Response.SetBody(body)
+		x.rec.TTFTMs = time.Since(x.start).Milliseconds()
+		x.served = up
+		fasthttp.ReleaseResponse(resp)
+		return nil
+	}
+
+	sb := streamBodyPool.Get().(*streamBody)
+	sb.Relay.Reset()
+	restore := ""
+	if up.cfg.Model != "" {
+		restore = b2s(x.req.model) // Reset copies what it keeps
+	}
+	sb.Rewriter.Reset(up.cfg.SpecialPrefix, restore, x.req.hidesUsage(up.cfg))
+	sb.CollectLimit = x.st.cfg.Logsink.MaxBodyLogBytes
+	sb.Collect = x.rec.Chunks[:0]
+	x.rec.Chunks = nil
+	if err := sb.Start(resp.BodyStream()); err != nil {
+		closeUpstream(resp, err)
+		fasthttp.ReleaseResponse(resp)
+		x.rec.Chunks = sb.Collect[:0]
+		sb.Collect = nil
+		streamBodyPool.Put(sb)
+		return upstreamFailure(up, err)
+	}
+
+	sb.s, sb.up, sb.resp, sb.start, sb.firstEvt = x.s, up, resp, x.start, time.Now()
+	rec := x.rec
+	x.rec = nil
+	rec.Upstream = append(rec.Upstream[:0], up.cfg.Name...)
+	rec.ServedModel = append(rec.ServedModel[:0], model...)
+	rec.Tried = x.closeTried(rec.Tried[:0])
+	rec.RequestBody = append(rec.RequestBody[:0], x.upBody...)
+	sb.rec = rec
+
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.SetContentType("text/event-stream")
+	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
+	x.s.streams.add(sb)
+	x.s.metrics.active.Add(1)
+	ctx.SetBodyStream(sb, -1)
+	return nil
+}
+
+// CloseWithError is called once by fasthttp when the body is done (err is
+// the write error, if any). It frees the upstream and sends the record.
+func (sb *streamBody) CloseWithError(err error) error {
+	s, rec := sb.s, sb.rec
+	s.streams.remove(sb)
+	s.metrics.active.Add(-1)
+	if sb.End.IsZero() {
+		sb.End = time.Now()
+	}
+	switch {
+	case sb.cutting.Load():
+		rec.Status = fasthttp.StatusBadGateway
+		rec.Error = append(rec.Error[:0], streamError(errShutdown).Message...)
+		closeUpstream(sb.resp, errShutdown)
+	case sb.WriteErr != nil || (err != nil && sb.ReadErr == nil):
+		rec.Status = 499
+		rec.Error = append(rec.Error[:0], errCallerGone.Error()...)
+		closeUpstream(sb.resp, errCallerGone)
+	case sb.ReadErr != nil:
+		e := streamError(sb.ReadErr)
+		rec.Status = e.Status
+		rec.Error = append(rec.Error[:0], e.Message...)
+		closeUpstream(sb.resp, sb.ReadErr)
+	default:
+		rec.Status = fasthttp.StatusOK
+		closeUpstream(sb.resp, sb.DrainErr)
+	}
+	first := sb.FirstContent
+	if first.IsZero() {
+		first = sb.firstEvt
+	}
+	rec.TTFTMs = first.Sub(sb.start).Milliseconds()
+	rec.LatencyMs = sb.End.Sub(sb.start).Milliseconds()
+	rec.Chunks, sb.Collect = sb.Collect, nil
+	rec.ChunksCut = sb.CollectCut
+	s.account(rec, sb.up, sb.End.Sub(sb.start), len(rec.Chunks))
+	fasthttp.ReleaseResponse(sb.resp)
+	sb.s, sb.up, sb.resp, sb.rec = nil, nil, nil, nil
+	sb.cutting.Store(false)
+	streamBodyPool.Put(sb)
+	s.sink.Put(rec)
+	return nil
+}
+
+// cut ends the stream from another goroutine (shutdown): closing the
+// upstream body interrupts the relay's read, which then ends the stream
+// with an error event.
+func (sb *streamBody) cut() {
+	sb.cutting.Store(true)
+	if rc, ok := sb.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+		_ = rc.CloseWithError(errShutdown)
+	}
+}
+
+// closeUpstream releases the upstream body: pooled when it was read to the
+// end, else its connection is closed (not drained) so the upstream stops
+// generating at once.
+func closeUpstream(resp *fasthttp.Response, err error) {
+	if rc, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+		_ = rc.CloseWithError(err)
+	}
+}
+
+// streamError is the error a stream ends with when its upstream fails after
+// the first byte: the event text and the record's error are the same.
+func streamError(err error) *apiError {
+	if errors.Is(err, errShutdown) {
+		return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "stream_interrupted",
+			Message: "The stream was cut: gptapi is shutting down."}
+	}
+	if isTimeout(err) {
+		return &apiError{Status: fasthttp.StatusGatewayTimeout, Type: typeUpstream, Code: "stream_idle_timeout",
+			Message: "The upstream went silent mid-stream for longer than check_config.stream_idle_timeout."}
+	}
+	if errors.Is(err, sse.ErrUpstreamError) {
+		return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "upstream_stream_error",
+			Message: "The upstream ended the stream with its own error event."}
+	}
+	msg := "The upstream stream broke before it finished"
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		msg += ": " + err.Error()
+	}
+	return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "stream_broken", Message: msg + "."}
+}
+
+func sseErrorEvent(dst []byte, err error) []byte {
+	return appendSSEError(dst, streamError(err))
+}
