@@ -1,0 +1,37 @@
+// Package logsink owns the request records: their SQLite file (table
+// requests, table meta, monthly rotation), the one background goroutine that
+// writes them, the spill files that take records when the in-memory queue is
+// full, and the JSON parsing that derives columns from the bodies.
+//
+// The request path only fills a pooled Record with copies of bytes it already
+// has and calls Sink.Put, a non-blocking channel send. Everything else runs
+// on the writer: parsing the request for has_tools and multimodal, parsing
+// the answer for usage and tool names, assembling a stream's chunks into one
+// chat.completion or text_completion object, cutting bodies to
+// MaxBodyLogBytes, and batching inserts, BatchSize records or FlushInterval,
+// whichever comes first, one transaction and one prepared statement each.
+//
+// No record is dropped. When the queue is full, Put appends the record to the
+// current spill file under a mutex (the overload path); the writer seals and
+// inserts spill files when the queue is empty and deletes each once its
+// records are committed; Open replays files a dead process left. A failing
+// batch (disk full, the file locked by another connection past the busy
+// timeout) is kept and retried with backoff, logged once per interval with a
+// count; meanwhile new records queue or spill. Close writes everything and
+// checkpoints; if the database still refuses, the records go back to spill
+// files for the next Open, and Close says so.
+//
+// Rotation: meta.month is the UTC month a file belongs to. At Open and before
+// each batch, if the clock's month differs, the batch's records of earlier
+// months go into the old file, which is then checkpointed, closed and renamed
+// to <stem>-YYYY-MM<ext> (with a numeric suffix if that name is taken), and a
+// fresh file takes the rest.
+//
+// JSON parsing uses simdjson-go on amd64 CPUs with AVX2 and CLMUL (checked at
+// run time) and fastjson elsewhere; on other architectures simdjson-go is not
+// compiled in. Both feed the same assembly code and re-encode values the same
+// way, so they give the same columns byte for byte; ParserName says which one
+// runs.
+//
+// The package knows nothing of HTTP.
+package logsink

@@ -1,0 +1,167 @@
+package logsink
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchSink keeps benchmark results alive.
+var benchSink any
+
+// BenchmarkDerive is the background JSON work for one record, each parser
+// forced explicitly: a recorded stream parsed (simdjson-go: one ParseND over
+// all chunks), assembled and re-encoded; and a ~6 KB non-stream answer with
+// its request.
+func BenchmarkDerive(b *testing.B) {
+	type input struct {
+		name string
+		r    *Record
+	}
+	var inputs []input
+	for _, file := range streamFiles(b) {
+		ep := Chat
+		if strings.Contains(file, "completions") {
+			ep = Completions
+		}
+		inputs = append(inputs, input{strings.TrimSuffix(file, ".sse"), &Record{Endpoint: ep, Stream: true, Chunks: ndjsonFromSSE(b, file)}})
+	}
+	inputs = append(inputs, input{"answer-6KB", &Record{Endpoint: Chat, RequestBody: []byte(smallRequest), ResponseBody: answer6KB(b)}})
+	for _, in := range inputs {
+		for _, pn := range parserNames() {
+			b.Run(in.name+"/"+pn, func(b *testing.B) {
+				dv := deriver{p: parsers[pn]()}
+				var rw row
+				b.ReportAllocs()
+				b.SetBytes(int64(len(in.r.Chunks) + len(in.r.RequestBody) + len(in.r.ResponseBody)))
+				for b.Loop() {
+					dv.derive(&rw, in.r)
+				}
+				benchSink = rw.respBody
+			})
+		}
+	}
+}
+
+// benchWriter Puts b.N records made by fill, then Closes, and reports the
+// whole rate: queue, parsing, inserts, and the spill path when the producer
+// outruns the writer.
+func benchWriter(b *testing.B, fill func(r *Record, i int)) {
+	o := testOptions(b)
+	o.QueueSize, o.BatchSize, o.FlushInterval = 65536, 512, 200*time.Millisecond
+	s, err := Open(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		r := AcquireRecord()
+		fill(r, i)
+		s.Put(r)
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if s.Written() != uint64(b.N) {
+		b.Fatalf("written %d of %d", s.Written(), b.N)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "records/s")
+	b.ReportMetric(float64(s.Spilled())/float64(b.N), "spilled/record")
+}
+
+func BenchmarkWriter1KB(b *testing.B) {
+	benchWriter(b, func(r *Record, i int) {
+		smallRecord(r, "req-"+fmt.Sprint(i), int64(i))
+	})
+}
+
+func BenchmarkWriter8KB(b *testing.B) {
+	req := largeRequest()
+	ans := answer6KB(b)
+	benchWriter(b, func(r *Record, i int) {
+		smallRecord(r, "req-"+fmt.Sprint(i), int64(i))
+		r.RequestBody = append(r.RequestBody[:0], req...)
+		r.ResponseBody = append(r.ResponseBody[:0], ans...)
+	})
+}
+
+// BenchmarkWriterStream writes records of a recorded 4 KB stream, assembled
+// in the writer.
+func BenchmarkWriterStream(b *testing.B) {
+	chunks := ndjsonFromSSE(b, "openai-tool-calls-parallel.sse")
+	benchWriter(b, func(r *Record, i int) {
+		smallRecord(r, "req-"+fmt.Sprint(i), int64(i))
+		r.Stream = true
+		r.ResponseBody = r.ResponseBody[:0]
+		r.Chunks = append(r.Chunks[:0], chunks...)
+	})
+}
+
+// largeRequest is a ~2 KB chat request.
+func largeRequest() string {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"qwen-72b","stream":false,"messages":[`)
+	for i := range 8 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"role":"user","content":"Turn %d: please summarise the previous answer in two sentences and list three follow-up questions a careful reader would ask about it."}`, i)
+	}
+	sb.WriteString(`],"tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object"}}}]}`)
+	return sb.String()
+}
+
+// putSink is a Sink without a writer, its queue drained by a goroutine that
+// only releases records, so that a benchmark measures Put alone.
+func putSink(b testing.TB, queue int, drain bool) *Sink {
+	sp, err := newSpiller(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &Sink{q: make(chan *Record, queue), sp: sp}
+	if drain {
+		stop := make(chan struct{})
+		b.Cleanup(func() { close(stop) })
+		go func() {
+			for {
+				select {
+				case r := <-s.q:
+					ReleaseRecord(r)
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	return s
+}
+
+// BenchmarkPut is the request path's cost of logging: acquire a pooled
+// record, fill it with ~1 KB of copies, Put.
+func BenchmarkPut(b *testing.B) {
+	b.Run("queue", func(b *testing.B) {
+		s := putSink(b, 65536, true)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				s.Put(smallRecord(AcquireRecord(), "req", 1))
+			}
+		})
+	})
+	// the overload path: the queue is full, every record is appended to a
+	// spill file
+	b.Run("spill", func(b *testing.B) {
+		s := putSink(b, 0, false)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				s.Put(smallRecord(AcquireRecord(), "req", 1))
+			}
+		})
+	})
+}

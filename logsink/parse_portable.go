@@ -1,0 +1,393 @@
+package logsink
+
+import (
+	"bytes"
+
+	"github.com/valyala/fastjson"
+)
+
+// fastParser is the portable parser, built everywhere: the only one off
+// amd64 and the fallback on amd64 CPUs without AVX2.
+type fastParser struct {
+	p   fastjson.Parser
+	num []byte // scratch for a number's text
+}
+
+func (fp *fastParser) name() string { return "fastjson" }
+
+func (fp *fastParser) object(b []byte) *fastjson.Object {
+	v, err := fp.p.ParseBytes(b)
+	if err != nil {
+		return nil
+	}
+	o, err := v.Object()
+	if err != nil {
+		return nil
+	}
+	return o
+}
+
+func (fp *fastParser) request(body []byte, d *derived) {
+	o := fp.object(body)
+	if o == nil {
+		return
+	}
+	o.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "tools", "functions":
+			if a, err := v.Array(); err == nil && len(a) > 0 {
+				d.hasTools = true
+			}
+		case "messages":
+			if !d.multimodal {
+				d.multimodal = fastMultimodal(v)
+			}
+		}
+	})
+}
+
+// fastMultimodal reports whether a message of the array v has a content
+// part whose type is not "text".
+func fastMultimodal(v *fastjson.Value) bool {
+	msgs, err := v.Array()
+	if err != nil {
+		return false
+	}
+	for _, m := range msgs {
+		mo, err := m.Object()
+		if err != nil {
+			continue
+		}
+		found := false
+		mo.Visit(func(key []byte, v *fastjson.Value) {
+			if found || string(key) != "content" {
+				return
+			}
+			parts, err := v.Array()
+			if err != nil {
+				return
+			}
+			for _, p := range parts {
+				po, err := p.Object()
+				if err != nil {
+					continue
+				}
+				if fastPartNotText(po) {
+					found = true
+					return
+				}
+			}
+		})
+		if found {
+			return true
+		}
+	}
+	return false
+}
+
+func fastPartNotText(po *fastjson.Object) bool {
+	text := false
+	po.Visit(func(key []byte, v *fastjson.Value) {
+		if string(key) == "type" {
+			t, err := v.StringBytes()
+			text = err == nil && string(t) == "text"
+		}
+	})
+	return !text
+}
+
+func (fp *fastParser) answer(body []byte, d *derived) {
+	o := fp.object(body)
+	if o == nil {
+		return
+	}
+	o.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "usage":
+			if uo, err := v.Object(); err == nil {
+				d.usage = fastUsage(uo)
+			}
+		case "choices":
+			chs, _ := v.Array()
+			for _, ch := range chs {
+				cho, err := ch.Object()
+				if err != nil {
+					continue
+				}
+				cho.Visit(func(key []byte, v *fastjson.Value) {
+					if string(key) == "message" {
+						if mo, err := v.Object(); err == nil {
+							fastMessageTools(mo, d)
+						}
+					}
+				})
+			}
+		}
+	})
+}
+
+func fastMessageTools(mo *fastjson.Object, d *derived) {
+	mo.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "tool_calls":
+			calls, _ := v.Array()
+			for _, c := range calls {
+				co, err := c.Object()
+				if err != nil {
+					continue
+				}
+				co.Visit(func(key []byte, v *fastjson.Value) {
+					if string(key) == "function" {
+						if fo, err := v.Object(); err == nil {
+							fastAddName(fo, d)
+						}
+					}
+				})
+			}
+		case "function_call":
+			if fo, err := v.Object(); err == nil {
+				fastAddName(fo, d)
+			}
+		}
+	})
+}
+
+func fastAddName(fo *fastjson.Object, d *derived) {
+	fo.Visit(func(key []byte, v *fastjson.Value) {
+		if string(key) == "name" {
+			if s, err := v.StringBytes(); err == nil {
+				d.addTool(s)
+			}
+		}
+	})
+}
+
+func fastUsage(uo *fastjson.Object) usage {
+	var u usage
+	uo.Visit(func(key []byte, v *fastjson.Value) {
+		if v.Type() != fastjson.TypeNumber {
+			return
+		}
+		if n, err := v.Int64(); err == nil {
+			u.setField(key, n)
+		}
+	})
+	return u
+}
+
+func (fp *fastParser) stream(ndjson []byte, a *assembly) {
+	for len(ndjson) > 0 {
+		line := ndjson
+		if i := bytes.IndexByte(ndjson, '\n'); i >= 0 {
+			line, ndjson = ndjson[:i], ndjson[i+1:]
+		} else {
+			ndjson = nil
+		}
+		if o := fp.object(line); o != nil {
+			fp.chunk(o, a)
+		}
+	}
+}
+
+func (fp *fastParser) chunk(o *fastjson.Object, a *assembly) {
+	o.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "id":
+			if s, err := v.StringBytes(); err == nil {
+				a.setID(s)
+			}
+		case "model":
+			if s, err := v.StringBytes(); err == nil {
+				a.setModel(s)
+			}
+		case "created":
+			if n, err := v.Int64(); err == nil {
+				a.setCreated(n)
+			}
+		case "choices":
+			chs, _ := v.Array()
+			for _, ch := range chs {
+				if cho, err := ch.Object(); err == nil {
+					fastChoice(cho, a)
+				}
+			}
+		case "usage":
+			if uo, err := v.Object(); err == nil {
+				a.usage = fastUsage(uo)
+				a.usageJSON = fp.appendValue(a.usageJSON[:0], v)
+			}
+		case "error":
+			if v.Type() != fastjson.TypeNull {
+				a.hasErr = true
+				a.errJSON = fp.appendValue(a.errJSON[:0], v)
+			}
+		}
+	})
+}
+
+func fastChoice(cho *fastjson.Object, a *assembly) {
+	var index int64
+	cho.Visit(func(key []byte, v *fastjson.Value) {
+		if string(key) == "index" {
+			if n, err := v.Int64(); err == nil {
+				index = n
+			}
+		}
+	})
+	c := a.choice(index)
+	if c == nil {
+		return
+	}
+	cho.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "delta":
+			if do, err := v.Object(); err == nil {
+				fastDelta(do, c)
+			}
+		case "text":
+			if s, err := v.StringBytes(); err == nil {
+				c.text = append(c.text, s...)
+			}
+		case "finish_reason":
+			if s, err := v.StringBytes(); err == nil {
+				c.setFinish(s)
+			}
+		}
+	})
+}
+
+func fastDelta(do *fastjson.Object, c *choice) {
+	do.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "content":
+			if s, err := v.StringBytes(); err == nil {
+				c.content = append(c.content, s...)
+				c.hasContent = true
+			}
+		case "reasoning_content":
+			if s, err := v.StringBytes(); err == nil {
+				c.reasoningContent = append(c.reasoningContent, s...)
+			}
+		case "reasoning":
+			if s, err := v.StringBytes(); err == nil {
+				c.reasoning = append(c.reasoning, s...)
+			}
+		case "refusal":
+			if s, err := v.StringBytes(); err == nil {
+				c.refusal = append(c.refusal, s...)
+			}
+		case "tool_calls":
+			calls, _ := v.Array()
+			for _, tv := range calls {
+				if to, err := tv.Object(); err == nil {
+					fastToolCall(to, c)
+				}
+			}
+		case "function_call":
+			if fo, err := v.Object(); err == nil {
+				if tc := c.call(0, true, nil); tc != nil {
+					fastFunction(fo, tc)
+				}
+			}
+		}
+	})
+}
+
+func fastToolCall(to *fastjson.Object, c *choice) {
+	var (
+		index    int64
+		hasIndex bool
+		id       []byte
+	)
+	to.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "index":
+			if n, err := v.Int64(); err == nil {
+				index, hasIndex = n, true
+			}
+		case "id":
+			if s, err := v.StringBytes(); err == nil && len(s) > 0 {
+				id = s
+			}
+		}
+	})
+	tc := c.call(index, hasIndex, id)
+	if tc == nil {
+		return
+	}
+	tc.setID(id)
+	to.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "type":
+			if s, err := v.StringBytes(); err == nil {
+				tc.setType(s)
+			}
+		case "function":
+			if fo, err := v.Object(); err == nil {
+				fastFunction(fo, tc)
+			}
+		}
+	})
+}
+
+func fastFunction(fo *fastjson.Object, tc *toolCall) {
+	fo.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "name":
+			if s, err := v.StringBytes(); err == nil {
+				tc.setName(s)
+			}
+		case "arguments":
+			if s, err := v.StringBytes(); err == nil {
+				tc.args = append(tc.args, s...)
+			}
+		}
+	})
+}
+
+// appendValue re-encodes v in the canonical form both parsers share: keys in
+// their order, strings through appendJSONString, numbers through
+// appendJSONNumber.
+func (fp *fastParser) appendValue(dst []byte, v *fastjson.Value) []byte {
+	switch v.Type() {
+	case fastjson.TypeObject:
+		o, _ := v.Object()
+		dst = append(dst, '{')
+		n := 0
+		o.Visit(func(key []byte, v *fastjson.Value) {
+			if n > 0 {
+				dst = append(dst, ',')
+			}
+			n++
+			dst = appendJSONString(dst, key)
+			dst = append(dst, ':')
+			dst = fp.appendValue(dst, v)
+		})
+		return append(dst, '}')
+	case fastjson.TypeArray:
+		a, _ := v.Array()
+		dst = append(dst, '[')
+		for i, e := range a {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = fp.appendValue(dst, e)
+		}
+		return append(dst, ']')
+	case fastjson.TypeString:
+		s, _ := v.StringBytes()
+		return appendJSONString(dst, s)
+	case fastjson.TypeNumber:
+		fp.num = v.MarshalTo(fp.num[:0])
+		if out, ok := appendJSONNumber(dst, fp.num); ok {
+			return out
+		}
+	case fastjson.TypeTrue:
+		return append(dst, "true"...)
+	case fastjson.TypeFalse:
+		return append(dst, "false"...)
+	}
+	return append(dst, "null"...)
+}
+
+var _ parser = (*fastParser)(nil)

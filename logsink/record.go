@@ -1,0 +1,125 @@
+package logsink
+
+import (
+	"sync"
+
+	"github.com/zeebo/xxh3"
+)
+
+// Endpoint is the API a request was made to.
+type Endpoint uint8
+
+// The endpoints a record can name; the zero value is none.
+const (
+	Chat Endpoint = iota + 1
+	Completions
+	Embeddings
+	Rerank
+)
+
+// String is the name stored in the endpoint column; "" for an unknown value.
+func (e Endpoint) String() string {
+	switch e {
+	case Chat:
+		return "chat"
+	case Completions:
+		return "completions"
+	case Embeddings:
+		return "embeddings"
+	case Rerank:
+		return "rerank"
+	}
+	return ""
+}
+
+// Record is one request. The proxy fills it on the request path with cheap
+// copies only; every JSON parse happens later in the writer.
+//
+// The byte slices are owned by the Record: the proxy appends into them
+// (AcquireRecord hands them out empty with the capacity of an earlier use) and
+// must not keep them after Put.
+type Record struct {
+	RequestID []byte
+	TsMs      int64 // request start, Unix milliseconds
+	ClientIP  []byte
+	// KeyHash is HashKey of the caller's bearer key, so that the raw key never
+	// leaves the request path.
+	KeyHash     uint64
+	HasKey      bool
+	Endpoint    Endpoint
+	Model       []byte // requested
+	ServedModel []byte // model routed on by the client that answered (differs after fallback)
+	Upstream    []byte // client name that answered, empty if none
+	Tried       []byte // JSON array text, e.g. ["fleet-a/qwen","fleet-b/qwen"]; empty means []
+	Stream      bool
+	Status      int
+	Error       []byte
+	TTFTMs      int64
+	LatencyMs   int64
+	// RequestBody is the body as sent upstream (after preprocessing). The
+	// writer reads has_tools and multimodal from it.
+	RequestBody []byte
+	// ResponseBody is the answer as given to the caller when it was not a
+	// stream (or a stream that failed before its first event).
+	ResponseBody []byte
+	// Chunks holds, one per line, every data payload of a stream the caller
+	// got, plus the hidden usage chunk. The writer assembles them into one
+	// chat.completion or text_completion object that becomes response_body.
+	Chunks []byte
+	// ChunksCut says the relay stopped collecting chunks (a very long
+	// stream); the record is marked truncated.
+	ChunksCut bool
+}
+
+// Reset empties r and keeps the capacity of its slices.
+func (r *Record) Reset() {
+	*r = Record{
+		RequestID:    r.RequestID[:0],
+		ClientIP:     r.ClientIP[:0],
+		Model:        r.Model[:0],
+		ServedModel:  r.ServedModel[:0],
+		Upstream:     r.Upstream[:0],
+		Tried:        r.Tried[:0],
+		Error:        r.Error[:0],
+		RequestBody:  r.RequestBody[:0],
+		ResponseBody: r.ResponseBody[:0],
+		Chunks:       r.Chunks[:0],
+	}
+}
+
+// A record whose slices grew past this is not pooled, so that one huge
+// request does not pin its buffers for the life of the process.
+const maxPooledBytes = 4 << 20
+
+var recordPool = sync.Pool{New: func() any { return new(Record) }}
+
+// AcquireRecord returns an empty Record from the pool. Hand it to Sink.Put,
+// or give it back with ReleaseRecord.
+func AcquireRecord() *Record {
+	return recordPool.Get().(*Record)
+}
+
+// ReleaseRecord resets r and returns it to the pool; r must not be used
+// afterwards.
+func ReleaseRecord(r *Record) {
+	if cap(r.RequestBody)+cap(r.ResponseBody)+cap(r.Chunks) > maxPooledBytes {
+		return
+	}
+	r.Reset()
+	recordPool.Put(r)
+}
+
+// HashKey is the hash stored as key_hash for a bearer key. The proxy and the
+// writer must agree on it, hence one function.
+func HashKey(key []byte) uint64 {
+	return xxh3.Hash(key)
+}
+
+// appendHex16 appends h as 16 lowercase hex digits.
+func appendHex16(dst []byte, h uint64) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		dst = append(dst, digits[(h>>uint(shift))&0xf])
+	}
+	return dst
+}

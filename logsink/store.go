@@ -1,0 +1,282 @@
+package logsink
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the sqlite3 driver
+)
+
+// dsnParams: WAL so readers never block the writer, NORMAL sync (durable at
+// checkpoints, never corrupt), a busy timeout for other connections (a
+// reader's `sqlite3` shell), and BEGIN IMMEDIATE so a transaction takes the
+// write lock at its start instead of failing half way.
+const dsnParams = "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_txlock=immediate"
+
+// columns are the columns of table requests after id, in insert order, with
+// the declaration used to create them or add them to an older file.
+var columns = [...]struct{ name, decl string }{
+	{"request_id", "TEXT NOT NULL DEFAULT ''"},
+	{"ts_ms", "INTEGER NOT NULL DEFAULT 0"},
+	{"client_ip", "TEXT NOT NULL DEFAULT ''"},
+	{"key_hash", "TEXT NOT NULL DEFAULT ''"},
+	{"endpoint", "TEXT NOT NULL DEFAULT ''"},
+	{"model", "TEXT NOT NULL DEFAULT ''"},
+	{"served_model", "TEXT NOT NULL DEFAULT ''"},
+	{"upstream", "TEXT NOT NULL DEFAULT ''"},
+	{"tried", "TEXT NOT NULL DEFAULT '[]'"},
+	{"stream", "INTEGER NOT NULL DEFAULT 0"},
+	{"status", "INTEGER NOT NULL DEFAULT 0"},
+	{"error", "TEXT NOT NULL DEFAULT ''"},
+	{"prompt_tokens", "INTEGER"},
+	{"completion_tokens", "INTEGER"},
+	{"total_tokens", "INTEGER"},
+	{"has_tools", "INTEGER NOT NULL DEFAULT 0"},
+	{"tool_calls", "TEXT NOT NULL DEFAULT '[]'"},
+	{"multimodal", "INTEGER NOT NULL DEFAULT 0"},
+	{"ttft_ms", "INTEGER NOT NULL DEFAULT 0"},
+	{"latency_ms", "INTEGER NOT NULL DEFAULT 0"},
+	{"request_body", "TEXT"},
+	{"response_body", "TEXT"},
+	{"truncated", "INTEGER NOT NULL DEFAULT 0"},
+}
+
+var (
+	createSQL = func() string {
+		var b strings.Builder
+		b.WriteString("CREATE TABLE IF NOT EXISTS requests (\n\tid INTEGER PRIMARY KEY")
+		for _, c := range columns {
+			b.WriteString(",\n\t" + c.name + " " + c.decl)
+		}
+		b.WriteString("\n);\nCREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);\n")
+		return b.String()
+	}()
+	indexSQL = `CREATE INDEX IF NOT EXISTS requests_ts_ms ON requests(ts_ms);
+CREATE INDEX IF NOT EXISTS requests_model ON requests(model);
+CREATE INDEX IF NOT EXISTS requests_upstream ON requests(upstream);
+CREATE INDEX IF NOT EXISTS requests_status ON requests(status);
+`
+	insertSQL = func() string {
+		var b strings.Builder
+		b.WriteString("INSERT INTO requests (")
+		for i, c := range columns {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(c.name)
+		}
+		b.WriteString(") VALUES (")
+		for i := range columns {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('?')
+		}
+		b.WriteString(")")
+		return b.String()
+	}()
+)
+
+// month is a calendar month in UTC.
+type month struct{ year, mon int }
+
+func monthOf(t time.Time) month {
+	t = t.UTC()
+	return month{t.Year(), int(t.Month())}
+}
+
+func monthOfMs(ms int64) month { return monthOf(time.UnixMilli(ms)) }
+
+func (m month) String() string {
+	return fmt.Sprintf("%04d-%02d", m.year, m.mon)
+}
+
+func parseMonth(s string) (month, bool) {
+	t, err := time.Parse("2006-01", s)
+	if err != nil {
+		return month{}, false
+	}
+	return monthOf(t), true
+}
+
+// store is the open database file. Only the writer goroutine uses it.
+type store struct {
+	path  string
+	db    *sql.DB
+	month month
+}
+
+// openStore opens path, creating it and its folder, brings the schema up to
+// date and reads the file's month; a fresh file gets now's.
+func openStore(path string, now month) (*store, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("cannot create folder for %s: %w", path, err)
+		}
+	}
+	db, err := sql.Open("sqlite3", path+dsnParams)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	st := &store{path: path, db: db}
+	if err := st.init(now); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("cannot open %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func (st *store) init(now month) error {
+	if _, err := st.db.Exec(createSQL); err != nil {
+		return fmt.Errorf("cannot create tables: %w", err)
+	}
+	if err := st.migrate(); err != nil {
+		return err
+	}
+	if _, err := st.db.Exec(indexSQL); err != nil {
+		return fmt.Errorf("cannot create indexes: %w", err)
+	}
+	var v string
+	err := st.db.QueryRow("SELECT value FROM meta WHERE key = 'month'").Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := st.db.Exec("INSERT INTO meta (key, value) VALUES ('month', ?)", now.String()); err != nil {
+			return fmt.Errorf("cannot stamp month: %w", err)
+		}
+		st.month = now
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read month: %w", err)
+	}
+	m, ok := parseMonth(v)
+	if !ok {
+		return fmt.Errorf("meta month %q is not YYYY-MM", v)
+	}
+	st.month = m
+	return nil
+}
+
+// migrate adds the columns an older file lacks.
+func (st *store) migrate() error {
+	rows, err := st.db.Query("SELECT name FROM pragma_table_info('requests')")
+	if err != nil {
+		return fmt.Errorf("cannot read columns: %w", err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			_ = rows.Close()
+			return fmt.Errorf("cannot read columns: %w", err)
+		}
+		have[n] = true
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("cannot read columns: %w", err)
+	}
+	for _, c := range columns {
+		if have[c.name] {
+			continue
+		}
+		if _, err := st.db.Exec("ALTER TABLE requests ADD COLUMN " + c.name + " " + c.decl); err != nil {
+			return fmt.Errorf("cannot add column %s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+// insert writes rows in one transaction with one prepared statement.
+func (st *store) insert(rows []row, args []any, storeBodies bool) ([]any, error) {
+	tx, err := st.db.Begin()
+	if err != nil {
+		return args, err
+	}
+	stmt, err := tx.Prepare(insertSQL)
+	if err != nil {
+		_ = tx.Rollback()
+		return args, err
+	}
+	for i := range rows {
+		args = rows[i].appendArgs(args[:0], storeBodies)
+		if _, err := stmt.Exec(args...); err != nil {
+			_ = stmt.Close()
+			_ = tx.Rollback()
+			return args, err
+		}
+	}
+	clear(args)
+	if err := stmt.Close(); err != nil {
+		_ = tx.Rollback()
+		return args, err
+	}
+	return args, tx.Commit()
+}
+
+// close checkpoints the WAL into the file and closes it, so that the file
+// stands alone.
+func (st *store) close() error {
+	_, err := st.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	if cerr := st.db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("cannot close %s: %w", st.path, err)
+	}
+	return nil
+}
+
+// rotate closes the file, renames it to <stem>-YYYY-MM<ext> after the month
+// it holds, and opens a fresh one for now. If closing or renaming fails the
+// old file is reopened, so that records keep a home; the caller retries
+// later.
+func (st *store) rotate(now month) (string, error) {
+	dst := rotatedName(st.path, st.month)
+	renameErr := st.close()
+	if renameErr == nil {
+		renameErr = os.Rename(st.path, dst)
+	}
+	if renameErr == nil {
+		// A clean close removes both; move any left so that they are
+		// not taken for the fresh file's.
+		for _, sfx := range []string{"-wal", "-shm"} {
+			if _, err := os.Stat(st.path + sfx); err == nil {
+				_ = os.Rename(st.path+sfx, dst+sfx)
+			}
+		}
+	}
+	fresh, err := openStore(st.path, now)
+	if err != nil {
+		return "", err
+	}
+	*st = *fresh
+	if renameErr != nil {
+		return "", fmt.Errorf("cannot rotate %s to %s: %w", st.path, dst, renameErr)
+	}
+	return dst, nil
+}
+
+// rotatedName is <stem>-YYYY-MM<ext> beside path; if that exists, a numeric
+// suffix is added rather than overwrite it.
+func rotatedName(path string, m month) string {
+	ext := filepath.Ext(path)
+	stem := strings.TrimSuffix(path, ext) + "-" + m.String()
+	name := stem + ext
+	for i := 1; exists(name); i++ {
+		name = stem + "." + strconv.Itoa(i) + ext
+	}
+	return name
+}
+
+func exists(name string) bool {
+	_, err := os.Lstat(name)
+	return err == nil
+}
