@@ -7,6 +7,11 @@ CONFIG  ?= configs/config.yaml
 MOCKS   ?= 127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003
 
 export CGO_ENABLED := 1
+.DEFAULT_GOAL := build
+
+# Per-arch release builds and ARM proof (build/), load benchmarks (bench/).
+-include build/build.mk
+-include bench/bench.mk
 
 .PHONY: all build mockllm run test test-unit test-e2e vet fmt deps clean
 
