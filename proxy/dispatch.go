@@ -162,8 +162,11 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 			return nil
 		}
 	}
-	// Hand the upstream's body buffer to the caller's response: no copy.
-	ctx.Response.SwapBody(resp.SwapBody(ctx.Response.Body()[:0]))
+	// Hand the upstream's body buffer to the caller's response, no copy;
+	// the caller's (pooled) buffer goes to resp so the next upstream read
+	// has capacity: the buffers circulate through fasthttp's pool.
+	old := ctx.Response.SwapBody(resp.SwapBody(nil))
+	resp.SwapBody(old[:0])
 	return nil
 }
 

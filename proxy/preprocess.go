@@ -24,7 +24,7 @@ func preprocess(r *request, a *fastjson.Arena, p *configs.Preprocess) bool {
 		content := m.Get("content")
 		if content != nil {
 			assistant := string(m.GetStringBytes("role")) == "assistant"
-			content = cleanContent(a, content, p, assistant)
+			content = cleanContent(r, a, content, p, assistant)
 			m.Set("content", content)
 		}
 		if p.DropEmpty && isEmptyContent(content) && !hasToolCalls(m) && !isToolResult(m) {
@@ -36,7 +36,7 @@ func preprocess(r *request, a *fastjson.Arena, p *configs.Preprocess) bool {
 				out.SetArrayItem(n-1, m)
 				prev = m
 			} else {
-				prev.Set("content", mergeContent(a, prev.Get("content"), m.Get("content")))
+				prev.Set("content", mergeContent(r, a, prev.Get("content"), m.Get("content")))
 			}
 			continue
 		}
@@ -53,11 +53,11 @@ func preprocess(r *request, a *fastjson.Arena, p *configs.Preprocess) bool {
 
 // cleanContent strips a message's text: a string content, or the text parts
 // of a parts array (non-text parts are kept as they are).
-func cleanContent(a *fastjson.Arena, c *fastjson.Value, p *configs.Preprocess, assistant bool) *fastjson.Value {
+func cleanContent(r *request, a *fastjson.Arena, c *fastjson.Value, p *configs.Preprocess, assistant bool) *fastjson.Value {
 	switch c.Type() {
 	case fastjson.TypeString:
 		b, _ := c.StringBytes()
-		if s, changed := cleanText(b2s(b), p, assistant); changed {
+		if s, changed := cleanText(r, b2s(b), p, assistant); changed {
 			return a.NewString(s)
 		}
 	case fastjson.TypeArray:
@@ -68,7 +68,7 @@ func cleanContent(a *fastjson.Arena, c *fastjson.Value, p *configs.Preprocess, a
 			if string(part.GetStringBytes("type")) == "text" {
 				if t := part.Get("text"); t != nil && t.Type() == fastjson.TypeString {
 					b, _ := t.StringBytes()
-					s, changed := cleanText(b2s(b), p, assistant)
+					s, changed := cleanText(r, b2s(b), p, assistant)
 					if changed {
 						part.Set("text", a.NewString(s))
 					}
@@ -89,13 +89,13 @@ func cleanContent(a *fastjson.Arena, c *fastjson.Value, p *configs.Preprocess, a
 
 // cleanText trims s and, for assistant history, removes reasoning blocks and
 // tool-call tags. It reports whether s changed.
-func cleanText(s string, p *configs.Preprocess, assistant bool) (string, bool) {
+func cleanText(r *request, s string, p *configs.Preprocess, assistant bool) (string, bool) {
 	out := s
 	if p.Strip {
 		out = strings.TrimSpace(out)
 	}
 	if p.StripThink && assistant {
-		out = stripThink(out)
+		out = stripThink(r, out)
 		if p.Strip {
 			out = strings.TrimSpace(out)
 		}
@@ -104,22 +104,19 @@ func cleanText(s string, p *configs.Preprocess, assistant bool) (string, bool) {
 }
 
 const (
-	thinkOpen     = "<think>"
-	thinkClose    = "</think>"
-	toolCallOpen  = "<tool_call>"
-	toolCallClose = "</tool_call>"
+	thinkOpen  = "<think>"
+	thinkClose = "</think>"
 )
 
 // stripThink removes whole <think>…</think> blocks, a leading unclosed
 // "…</think>" prefix (reasoning models often omit the opening tag), an
 // unclosed trailing "<think>…" (a cut generation), and the literal tool-call
 // tags, keeping what is between them.
-func stripThink(s string) string {
-	if !strings.Contains(s, "<think>") && !strings.Contains(s, "</think>") && !strings.Contains(s, "tool_call>") {
+func stripThink(r *request, s string) string {
+	if !strings.Contains(s, "think>") && !strings.Contains(s, "tool_call>") {
 		return s
 	}
-	var b strings.Builder
-	b.Grow(len(s))
+	start := len(r.text)
 	// A closing tag before any opening one ends a leading unclosed block.
 	if c := strings.Index(s, thinkClose); c >= 0 {
 		if o := strings.Index(s, thinkOpen); o < 0 || o > c {
@@ -129,10 +126,10 @@ func stripThink(s string) string {
 	for {
 		o := strings.Index(s, thinkOpen)
 		if o < 0 {
-			b.WriteString(s)
+			r.appendWithoutToolTags(s)
 			break
 		}
-		b.WriteString(s[:o])
+		r.appendWithoutToolTags(s[:o])
 		rest := s[o+len(thinkOpen):]
 		c := strings.Index(rest, thinkClose)
 		if c < 0 {
@@ -140,10 +137,29 @@ func stripThink(s string) string {
 		}
 		s = rest[c+len(thinkClose):]
 	}
-	out := b.String()
-	out = strings.ReplaceAll(out, toolCallOpen, "")
-	out = strings.ReplaceAll(out, toolCallClose, "")
-	return out
+	return b2s(r.text[start:])
+}
+
+// appendWithoutToolTags appends s to r.text less the literal <tool_call>
+// and </tool_call> tags.
+func (r *request) appendWithoutToolTags(s string) {
+	const tag = "tool_call>"
+	for {
+		i := strings.Index(s, tag)
+		if i < 0 {
+			r.text = append(r.text, s...)
+			return
+		}
+		switch {
+		case i >= 2 && s[i-2:i] == "</":
+			r.text = append(r.text, s[:i-2]...)
+		case i >= 1 && s[i-1] == '<':
+			r.text = append(r.text, s[:i-1]...)
+		default:
+			r.text = append(r.text, s[:i+len(tag)]...)
+		}
+		s = s[i+len(tag):]
+	}
 }
 
 func isEmptyContent(c *fastjson.Value) bool {
@@ -179,7 +195,7 @@ func isToolResult(m *fastjson.Value) bool {
 
 // mergeContent joins two consecutive user contents: two strings with a blank
 // line between; otherwise a parts array, a string becoming a text part.
-func mergeContent(a *fastjson.Arena, x, y *fastjson.Value) *fastjson.Value {
+func mergeContent(r *request, a *fastjson.Arena, x, y *fastjson.Value) *fastjson.Value {
 	xs, xok := textOf(x)
 	ys, yok := textOf(y)
 	if xok && yok {
@@ -189,7 +205,7 @@ func mergeContent(a *fastjson.Arena, x, y *fastjson.Value) *fastjson.Value {
 		case ys == "":
 			return a.NewString(xs)
 		}
-		return a.NewString(xs + "\n\n" + ys)
+		return a.NewString(r.newText(xs, "\n\n", ys))
 	}
 	parts := a.NewArray()
 	n := 0

@@ -84,7 +84,8 @@ func TestPreprocess(t *testing.T) {
 func TestStripThink(t *testing.T) {
 	f := func(in, want string) {
 		t.Helper()
-		if got := stripThink(in); got != want {
+		var r request
+		if got := stripThink(&r, in); got != want {
 			t.Errorf("stripThink(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -96,4 +97,6 @@ func TestStripThink(t *testing.T) {
 	f("<tool_call>k</tool_call>", "k")
 	f("pre</think>mid<think>x</think>end", "midend")
 	f("<think>outer <b>nested text</b></think>after", "after")
+	f("a</tool_call>b<tool_call>c", "abc")
+	f("x tool_call> y", "x tool_call> y")
 }

@@ -25,11 +25,26 @@ type request struct {
 	// What the caller sent for the keys an attempt may rewrite, so each
 	// attempt starts from the caller's values (nil = absent).
 	maxTokens, maxCompletionTokens, stop, streamOptions, modelValue *fastjson.Value
-	callerStops                                                     []string
+	callerStops                                                     []string // point into the body
+
+	// text holds strings preprocessing makes (views of it are given to the
+	// arena). It is only appended to while the request lives, so views stay
+	// valid even when it grows.
+	text []byte
 }
 
 func (r *request) reset() {
-	*r = request{callerStops: r.callerStops[:0]}
+	clear(r.callerStops)
+	*r = request{callerStops: r.callerStops[:0], text: r.text[:0]}
+}
+
+// newText returns a string of the concatenation of parts, stored in r.text.
+func (r *request) newText(parts ...string) string {
+	start := len(r.text)
+	for _, p := range parts {
+		r.text = append(r.text, p...)
+	}
+	return b2s(r.text[start:])
 }
 
 // parse validates the caller's body for endpoint ep (SPEC §3, 400 cases).
@@ -136,14 +151,14 @@ func (r *request) parse(p *fastjson.Parser, body []byte, ep logsink.Endpoint) *a
 		switch s.Type() {
 		case fastjson.TypeString:
 			b, _ := s.StringBytes()
-			r.callerStops = append(r.callerStops, string(b))
+			r.callerStops = append(r.callerStops, b2s(b))
 		case fastjson.TypeArray:
 			for _, e := range s.GetArray() {
 				b, err := e.StringBytes()
 				if err != nil {
 					return badRequest("Field 'stop' must be a string or an array of strings.")
 				}
-				r.callerStops = append(r.callerStops, string(b))
+				r.callerStops = append(r.callerStops, b2s(b))
 			}
 		case fastjson.TypeNull:
 		default:
