@@ -378,3 +378,25 @@ func TestStreamFailoverBeforeFirstByte(t *testing.T) {
 		t.Fatalf("record upstream %s tried %s", rec.Upstream, rec.Tried)
 	}
 }
+
+// An upstream that closes idle keep-alive connections (uvicorn's 5 s) must
+// not fail the next request that picks a stale pooled connection.
+func TestStalePooledConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &fasthttp.Server{IdleTimeout: 50 * time.Millisecond, Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBodyString(`{"choices":[]}`)
+	}}
+	go up.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { _ = up.Shutdown() })
+	cfg := testConfig("http://" + ln.Addr().String() + "/v1")
+	_, addr := startProxy(t, cfg, nil)
+	for i := 0; i < 3; i++ {
+		if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 {
+			t.Fatalf("request %d: %d %s", i, status, body)
+		}
+		time.Sleep(200 * time.Millisecond) // the upstream closes the idle connection meanwhile
+	}
+}

@@ -144,6 +144,7 @@ func (s *Server) routes() fasthttp.RequestHandler {
 
 // errorHandler answers requests fasthttp could not parse, OpenAI-shaped.
 func (s *Server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	s.begin(ctx)
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):

@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -78,13 +81,22 @@ func (up *upstream) hostClient(c *configs.Client, connect, firstByte, idle time.
 		maxConns = 1024
 	}
 	return &fasthttp.HostClient{
-		Addr:                          up.host,
-		Name:                          "gptapi",
-		IsTLS:                         up.tls,
-		TLSConfig:                     &tls.Config{ServerName: hostname(up.host), ClientSessionCache: tls.NewLRUClientSessionCache(64)},
-		MaxConns:                      maxConns,
-		MaxIdleConnDuration:           90 * time.Second,
-		MaxIdemponentCallAttempts:     1, // failover is ours: never resend a generation silently
+		Addr:      up.host,
+		Name:      "gptapi",
+		IsTLS:     up.tls,
+		TLSConfig: &tls.Config{ServerName: hostname(up.host), ClientSessionCache: tls.NewLRUClientSessionCache(64)},
+		MaxConns:  maxConns,
+		// uvicorn-based servers (vLLM, SGLang) close keep-alive connections
+		// idle for 5 s; closing ours first avoids most stale ones.
+		MaxIdleConnDuration: 4 * time.Second,
+		// A pooled connection the upstream closed while idle fails before
+		// any response byte: that request never ran, so it is sent once
+		// more on a fresh connection. Every other failure is the dispatch
+		// loop's to fail over.
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
+			return false, attempts == 1 && staleConn(err)
+		},
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
@@ -98,6 +110,14 @@ func (up *upstream) hostClient(c *configs.Client, connect, firstByte, idle time.
 			return &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}, nil
 		},
 	}
+}
+
+// staleConn reports whether err is a pooled connection found closed before
+// the upstream answered anything (fasthttp gives that as a bare io.EOF
+// inside its retry loop, ErrConnectionClosed outside it).
+func staleConn(err error) bool {
+	return err == io.EOF || errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
 }
 
 func hostname(hostport string) string {

@@ -105,7 +105,7 @@ func serve(path string, cfg *configs.Config, log *slog.Logger) int {
 		return exitListen
 	}
 
-	w := &configs.Watcher{Path: path, Apply: srv.Apply, Logger: log}
+	w := &configs.Watcher{Path: path, Apply: srv.Apply, Result: srv.CountReload, Logger: log}
 	if err := w.Start(); err != nil {
 		log.Warn("config file is not watched; SIGHUP still reloads", "err", err)
 	}
