@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -398,5 +399,78 @@ func TestStalePooledConnection(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, status, body)
 		}
 		time.Sleep(200 * time.Millisecond) // the upstream closes the idle connection meanwhile
+	}
+}
+
+// Shutdown lets streams run until its context ends, then cuts them: the
+// caller gets an error event and the record says why.
+func TestShutdownCutsLongStream(t *testing.T) {
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for i := 0; i < 100; i++ {
+				w.WriteString(`data: {"choices":[{"index":0,"delta":{"content":"x"}}]}` + "\n\n")
+				if w.Flush() != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	})
+	sink := newCaptureSink()
+	srv, addr := startProxy(t, testConfig(up), sink)
+	type result struct {
+		lines []string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		body := `{"model":"qwen","stream":true,"messages":[{"role":"user","content":"x"}]}`
+		io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		var resp fasthttp.Response
+		resp.StreamBody = true
+		if err := resp.Read(bufio.NewReader(conn)); err != nil {
+			done <- result{err: err}
+			return
+		}
+		var lines []string
+		sc := bufio.NewScanner(resp.BodyStream())
+		for sc.Scan() {
+			if l := sc.Text(); strings.HasPrefix(l, "data: ") {
+				lines = append(lines, l[6:])
+			}
+		}
+		done <- result{lines: lines}
+	}()
+	deadline := time.Now().Add(3 * time.Second)
+	for srv.ActiveStreams() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Shutdown took %v", took)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.lines) < 2 || !strings.Contains(r.lines[len(r.lines)-1], "shutting down") {
+		t.Fatalf("stream did not end with the shutdown error event: %q", r.lines)
+	}
+	rec := sink.wait(t)
+	if rec.Status != 502 || !strings.Contains(string(rec.Error), "shutting down") {
+		t.Fatalf("record status %d error %q", rec.Status, rec.Error)
 	}
 }

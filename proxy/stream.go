@@ -31,7 +31,7 @@ type streamBody struct {
 
 var streamBodyPool = sync.Pool{New: func() any {
 	sb := new(streamBody)
-	sb.ErrorEvent = sseErrorEvent
+	sb.ErrorEvent = sb.errorEvent // bound once per pooled body
 	return sb
 }}
 
@@ -197,6 +197,11 @@ func streamError(err error) *apiError {
 	return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "stream_broken", Message: msg + "."}
 }
 
-func sseErrorEvent(dst []byte, err error) []byte {
+// errorEvent is the relay's last event when the upstream read fails; a read
+// failing because shutdown cut the stream says so.
+func (sb *streamBody) errorEvent(dst []byte, err error) []byte {
+	if sb.cutting.Load() {
+		err = errShutdown
+	}
 	return appendSSEError(dst, streamError(err))
 }
