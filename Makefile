@@ -32,8 +32,9 @@ run: build mockllm
 	trap 'kill $$MOCK 2>/dev/null; wait $$MOCK 2>/dev/null' EXIT INT TERM; \
 	bin/gptapi -config $(CONFIG)
 
-## test: unit tests, then the end-to-end runner against the real binary
-test: deps vet test-unit test-e2e
+## test: unit tests, the end-to-end runner against the real binary, then the
+## arm64 binaries proven under qemu (build/build.mk)
+test: deps vet test-unit test-e2e test-arm64
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
