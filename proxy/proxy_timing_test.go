@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -125,5 +126,59 @@ func BenchmarkRewrite(b *testing.B) {
 	Sink += len(x.upBody)
 	if !bytes.Contains(x.upBody, []byte(`"max_tokens":512`)) {
 		b.Fatalf("not rewritten: %s", x.upBody)
+	}
+}
+
+// BenchmarkRecords is the cost of recording: the same proxied request with
+// records off (discarded) and on (the real SQLite sink, bodies stored), run
+// in parallel so the writer competes for the CPU as it does in production.
+func BenchmarkRecords(b *testing.B) {
+	upURL := cannedUpstream(b, cannedAnswer)
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := testConfig(upURL)
+			var sink RecordSink
+			if on {
+				dir := b.TempDir()
+				s, err := logsink.Open(logsink.Options{Path: dir + "/r.db", QueueSize: 65536, BatchSize: 512,
+					FlushInterval: 200 * time.Millisecond, StoreBodies: true, MaxBodyLogBytes: 1 << 20, SpillDir: dir + "/spill",
+					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				sink = s
+			}
+			log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			srv, err := New(cfg, sink, log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := srv.Handler()
+			body := []byte(benchChat)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var ctx fasthttp.RequestCtx
+				var req fasthttp.Request
+				ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}, nil)
+				for pb.Next() {
+					ctx.Request.Reset()
+					ctx.Request.Header.SetMethod("POST")
+					ctx.Request.SetRequestURI("/v1/chat/completions")
+					ctx.Request.SetBodyRaw(body)
+					ctx.Response.Reset()
+					h(&ctx)
+					if ctx.Response.StatusCode() != 200 {
+						b.Errorf("status %d", ctx.Response.StatusCode())
+						return
+					}
+				}
+			})
+		})
 	}
 }
