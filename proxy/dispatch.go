@@ -21,6 +21,9 @@ type attemptError struct {
 
 func (e *attemptError) Error() string { return e.msg }
 
+// failureLogEvery is how often one upstream's failures are logged.
+const failureLogEvery = 10 * time.Second
+
 // dispatch tries the candidates for the model in order, then the fallback
 // chain (SPEC §4.1), and writes the answer or the all-failed error to ctx.
 func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
@@ -66,7 +69,12 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 				}
 				return
 			}
-			h.Fail(time.Now(), chk.FailureThreshold, chk.Cooldown)
+			now := time.Now()
+			cooling := h.Fail(now, chk.FailureThreshold, chk.Cooldown)
+			if ok, held := up.hists.failures.allow(now, failureLogEvery); ok {
+				x.s.log.Warn("upstream failing", "upstream", up.cfg.Name, "err", err.msg,
+					"cooldown", cooling, "more_since_last_line", held)
+			}
 			last = err
 		}
 		if fallback == "" || hop >= chk.MaxFallbackDepth || x.seenModel(fallback) {

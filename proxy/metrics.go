@@ -33,7 +33,7 @@ type serverMetrics struct {
 	active   atomic.Int64
 
 	histMu sync.Mutex
-	hists  map[string]*upstreamHists // by upstream name, kept across reloads
+	hists  map[string]*upstreamStats // by upstream name, kept across reloads
 }
 
 // requestKey labels gptapi_requests_total. model is the requested name;
@@ -48,12 +48,31 @@ type requestKey struct {
 
 const maxRequestSeries = 2000
 
-type upstreamHists struct {
+type upstreamStats struct {
 	latency, ttft histogram
+	failures      throttle // "upstream failing" warnings
+}
+
+// throttle lets one log line through per interval and counts the rest, so
+// an upstream that is down costs one line per interval, not one per request.
+type throttle struct {
+	next       atomic.Int64 // unix ns before which lines are suppressed
+	suppressed atomic.Int64
+}
+
+// allow reports whether to log now, and how many lines were held back since
+// the last one.
+func (t *throttle) allow(now time.Time, every time.Duration) (bool, int64) {
+	n := t.next.Load()
+	if now.UnixNano() < n || !t.next.CompareAndSwap(n, now.Add(every).UnixNano()) {
+		t.suppressed.Add(1)
+		return false, 0
+	}
+	return true, t.suppressed.Swap(0)
 }
 
 func newServerMetrics(s *Server) *serverMetrics {
-	m := &serverMetrics{set: metrics.NewSet(), hists: make(map[string]*upstreamHists)}
+	m := &serverMetrics{set: metrics.NewSet(), hists: make(map[string]*upstreamStats)}
 	empty := make(map[requestKey]*metrics.Counter)
 	m.requests.Store(&empty)
 	m.reloadOK = m.set.NewCounter(`gptapi_config_reloads_total{result="ok"}`)
@@ -69,12 +88,12 @@ func newServerMetrics(s *Server) *serverMetrics {
 }
 
 // upstream returns the histograms of the named upstream, made once.
-func (m *serverMetrics) upstream(name string) *upstreamHists {
+func (m *serverMetrics) upstream(name string) *upstreamStats {
 	m.histMu.Lock()
 	defer m.histMu.Unlock()
 	h := m.hists[name]
 	if h == nil {
-		h = new(upstreamHists)
+		h = new(upstreamStats)
 		m.hists[name] = h
 	}
 	return h

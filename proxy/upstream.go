@@ -40,7 +40,7 @@ type upstream struct {
 	plain  *fasthttp.HostClient
 	stream *fasthttp.HostClient
 
-	hists *upstreamHists // latency and TTFT, kept by name across reloads
+	hists *upstreamStats // latency, TTFT, failure log throttle; kept by name across reloads
 }
 
 func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
