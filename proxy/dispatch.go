@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/logsink"
+	"github.com/gptapi/gptapi/sse"
 )
 
 // attemptError is one failed try of one upstream: the dispatch loop moves
@@ -106,7 +107,7 @@ func (x *exchange) addTried(name string, model []byte) {
 		x.tried = append(x.tried, ',')
 	}
 	x.scr = append(append(append(x.scr[:0], name...), '/'), model...)
-	x.tried = appendJSONString(x.tried, x.scr)
+	x.tried = sse.AppendJSONString(x.tried, x.scr)
 }
 
 func (x *exchange) closeTried(dst []byte) []byte {

@@ -2,9 +2,10 @@ package proxy
 
 import (
 	"errors"
-	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/sse"
 )
 
 // apiError is an error gptapi itself answers with. Its Message is the text
@@ -92,11 +93,11 @@ func triedMessage(dst, tried []byte) []byte {
 // appendErrorJSON appends the OpenAI-shaped body of e.
 func appendErrorJSON(dst []byte, e *apiError) []byte {
 	dst = append(dst, `{"error":{"message":`...)
-	dst = appendJSONString(dst, e.Message)
+	dst = sse.AppendJSONString(dst, e.Message)
 	dst = append(dst, `,"type":`...)
-	dst = appendJSONString(dst, e.Type)
+	dst = sse.AppendJSONString(dst, e.Type)
 	dst = append(dst, `,"code":`...)
-	dst = appendJSONString(dst, e.Code)
+	dst = sse.AppendJSONString(dst, e.Code)
 	dst = append(dst, `,"param":null`...)
 	if e.Tried != nil {
 		dst = append(dst, `,"tried":`...)
@@ -120,50 +121,6 @@ func asAPIError(err error) *apiError {
 		return ae
 	}
 	return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "upstream_error", Message: err.Error()}
-}
-
-// appendJSONString appends s as a JSON string literal: quotes, backslash and
-// control characters escaped, invalid UTF-8 replaced, the rest as is.
-func appendJSONString[S string | []byte](dst []byte, s S) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
-			if r == utf8.RuneError && size == 1 {
-				dst = append(dst, s[start:i]...)
-				dst = append(dst, `\ufffd`...)
-				i++
-				start = i
-				continue
-			}
-			i += size
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' {
-			i++
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		i++
-		start = i
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // appendSSEError appends the event a stream ends with when its upstream

@@ -356,37 +356,53 @@ func hex4(b []byte) (rune, bool) {
 
 const hexDigits = "0123456789abcdef"
 
-// appendEscaped appends s JSON-escaped, without quotes, as encoding/json
+// AppendJSONString appends s as a quoted JSON string (see AppendJSONEscaped).
+func AppendJSONString[S ~string | ~[]byte](dst []byte, s S) []byte {
+	dst = append(dst, '"')
+	dst = AppendJSONEscaped(dst, s)
+	return append(dst, '"')
+}
+
+// AppendJSONEscaped appends s JSON-escaped, without quotes, as encoding/json
 // would: quotes, backslashes and control characters escaped, valid UTF-8
-// kept as is, each invalid byte replaced by \ufffd.
-func appendEscaped(dst []byte, s string) []byte {
+// kept as is, each invalid byte replaced by \ufffd, so the result is valid
+// JSON whatever s holds. It does not allocate.
+func AppendJSONEscaped[S ~string | ~[]byte](dst []byte, s S) []byte {
+	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c >= 0x20:
-				dst = append(dst, c)
-			case c == '\n':
-				dst = append(dst, '\\', 'n')
-			case c == '\r':
-				dst = append(dst, '\\', 'r')
-			case c == '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
 			i++
 			continue
 		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
+		if c >= utf8.RuneSelf {
+			var rb [utf8.UTFMax]byte
+			nb := copy(rb[:], s[i:min(i+utf8.UTFMax, len(s))])
+			if r, size := utf8.DecodeRune(rb[:nb]); r != utf8.RuneError || size != 1 {
+				i += size
+				continue
+			}
+			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\ufffd`...)
-		} else {
-			dst = append(dst, s[i:i+n]...)
+			i++
+			start = i
+			continue
 		}
-		i += n
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		i++
+		start = i
 	}
-	return dst
+	return append(dst, s[start:]...)
 }

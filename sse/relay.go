@@ -313,6 +313,6 @@ func (r *Relay) appendError(dst []byte, err error) []byte {
 // msg, the relay's default when ErrorEvent is not set.
 func appendErrorEvent(dst []byte, msg string) []byte {
 	dst = append(dst, `data: {"error":{"message":"`...)
-	dst = appendEscaped(dst, msg)
+	dst = AppendJSONEscaped(dst, msg)
 	return append(dst, `","type":"upstream_error","code":"stream_error","param":null}}`+"\n\n"...)
 }

@@ -53,10 +53,10 @@ type Rewriter struct {
 // chunks ("choices":[] with a non-null "usage").
 func (rw *Rewriter) Reset(prefix, model string, hideUsage bool) {
 	rw.hasPrefix = prefix != ""
-	rw.prefix = appendEscaped(rw.prefix[:0], prefix)
+	rw.prefix = AppendJSONEscaped(rw.prefix[:0], prefix)
 	rw.hasModel = model != ""
 	rw.model = append(rw.model[:0], '"')
-	rw.model = appendEscaped(rw.model, model)
+	rw.model = AppendJSONEscaped(rw.model, model)
 	rw.model = append(rw.model, '"')
 	rw.hideUsage = hideUsage
 	rw.resetStream()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/gptapi/gptapi/sse"
+
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
@@ -65,7 +67,7 @@ func (a *answer) parseEmbeddings(v *fastjson.Value) error {
 		return fmt.Errorf("input: must be a string or an array, got %s", in.Type())
 	}
 	dst = append(dst, `],"model":`...)
-	dst = appendJSONString(dst, a.model)
+	dst = sse.AppendJSONString(dst, a.model)
 	dst = append(dst, `,"usage":{"prompt_tokens":`...)
 	dst = appendInt(dst, a.prompt)
 	dst = append(dst, `,"total_tokens":`...)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/gptapi/gptapi/sse"
+
 	"context"
 	"errors"
 	"log"
@@ -234,11 +236,11 @@ func (m *mock) appendModels(dst []byte, created int64) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"id":`...)
-		dst = appendJSONString(dst, id)
+		dst = sse.AppendJSONString(dst, id)
 		dst = append(dst, `,"object":"model","created":`...)
 		dst = strconv.AppendInt(dst, created, 10)
 		dst = append(dst, `,"owned_by":`...)
-		dst = appendJSONString(dst, m.name)
+		dst = sse.AppendJSONString(dst, m.name)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)

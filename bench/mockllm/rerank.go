@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/gptapi/gptapi/sse"
+
 	"bytes"
 	"cmp"
 	"fmt"
@@ -56,7 +58,7 @@ func (a *answer) parseRerank(v *fastjson.Value) error {
 	dst = append(dst, '-')
 	dst = strconv.AppendUint(dst, a.seq, 10)
 	dst = append(dst, `","model":`...)
-	dst = appendJSONString(dst, a.model)
+	dst = sse.AppendJSONString(dst, a.model)
 	dst = append(dst, `,"usage":{"total_tokens":`...)
 	dst = appendInt(dst, a.prompt)
 	dst = append(dst, `},"results":[`...)
@@ -68,7 +70,7 @@ func (a *answer) parseRerank(v *fastjson.Value) error {
 		dst = appendInt(dst, s.index)
 		if withDocs {
 			dst = append(dst, `,"document":{"text":`...)
-			dst = appendJSONString(dst, s.text)
+			dst = sse.AppendJSONString(dst, s.text)
 			dst = append(dst, '}')
 		}
 		dst = append(dst, `,"relevance_score":`...)
