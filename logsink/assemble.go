@@ -119,7 +119,7 @@ func (a *assembly) reset(chat bool) {
 	a.nChoices = 0
 	a.usage = usage{}
 	a.usageJSON = a.usageJSON[:0]
-	a.errJSON = a.errJSON[:0]
+	a.errJSON = reuse(a.errJSON)
 	a.hasErr = false
 }
 
@@ -164,15 +164,24 @@ func (a *assembly) choice(index int64) *choice {
 
 func (c *choice) reset(index int64) {
 	c.index = index
-	c.content = c.content[:0]
+	c.content = reuse(c.content)
 	c.hasContent = false
-	c.reasoningContent = c.reasoningContent[:0]
-	c.reasoning = c.reasoning[:0]
-	c.refusal = c.refusal[:0]
-	c.text = c.text[:0]
+	c.reasoningContent = reuse(c.reasoningContent)
+	c.reasoning = reuse(c.reasoning)
+	c.refusal = reuse(c.refusal)
+	c.text = reuse(c.text)
 	c.finishReason = c.finishReason[:0]
 	c.hasFinish = false
 	c.nCalls = 0
+}
+
+// reuse empties b for the next record, unless one huge answer grew it: that
+// memory is let go rather than kept for the life of the writer.
+func reuse(b []byte) []byte {
+	if cap(b) > maxPooledBytes {
+		return nil
+	}
+	return b[:0]
 }
 
 func (c *choice) setFinish(v []byte) {
@@ -210,7 +219,7 @@ func (c *choice) call(index int64, hasIndex bool, id []byte) *toolCall {
 		id:       tc.id[:0],
 		typ:      tc.typ[:0],
 		name:     tc.name[:0],
-		args:     tc.args[:0],
+		args:     reuse(tc.args),
 	}
 	if !hasIndex {
 		tc.index = int64(c.nCalls - 1)

@@ -1,6 +1,9 @@
 package logsink
 
-import "unicode/utf8"
+import (
+	"database/sql/driver"
+	"unicode/utf8"
+)
 
 // row is one record with its derived columns, ready for the insert. Rows are
 // reused from batch to batch; a failed batch keeps its rows for the retry.
@@ -80,7 +83,7 @@ func cutUTF8(b []byte, max int) ([]byte, bool) {
 // appendArgs appends the row's column values in the order of columns.
 // Text goes in as strings viewing the record's bytes: the driver copies
 // them during Exec, and the row is not touched until Exec returns.
-func (rw *row) appendArgs(args []any, storeBodies bool) []any {
+func (rw *row) appendArgs(args []driver.NamedValue, storeBodies bool) []driver.NamedValue {
 	r := rw.r
 	keyHash := ""
 	if r.HasKey {
@@ -94,7 +97,7 @@ func (rw *row) appendArgs(args []any, storeBodies bool) []any {
 	if storeBodies {
 		reqBody, respBody = b2s(rw.reqBody), b2s(rw.respBody)
 	}
-	return append(args,
+	for _, v := range [len(columns)]any{
 		b2s(r.RequestID),
 		r.TsMs,
 		b2s(r.ClientIP),
@@ -118,7 +121,10 @@ func (rw *row) appendArgs(args []any, storeBodies bool) []any {
 		reqBody,
 		respBody,
 		boolInt(rw.truncated),
-	)
+	} {
+		args = append(args, driver.NamedValue{Ordinal: len(args) + 1, Value: v})
+	}
+	return args
 }
 
 // count is a token count or nil (NULL) when the upstream gave none.

@@ -1,6 +1,7 @@
 package logsink
 
 import (
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -200,7 +201,7 @@ type writer struct {
 	dv   deriver
 	rows []row
 	n    int // rows in use
-	args []any
+	args []driver.NamedValue
 
 	closing     bool
 	fails       int // failed attempts since the last log line
@@ -237,17 +238,16 @@ func (w *writer) run() {
 // finish writes everything left and closes the database.
 func (w *writer) finish() {
 	w.closing = true
-	for {
+	for drained := false; !drained; {
 		select {
 		case r := <-w.s.q:
 			w.add(r)
 			if w.n >= w.s.o.BatchSize {
 				w.flush()
 			}
-			continue
 		default:
+			drained = true
 		}
-		break
 	}
 	w.flush()
 	w.replay()
@@ -275,6 +275,7 @@ func (w *writer) flush() {
 	}
 	left := w.write(w.rows[:w.n])
 	for i := range left {
+		w.s.spilled.Add(1)
 		_ = w.s.sp.write(left[i].r) // on failure kept in memory
 		left[i].r = nil
 	}
@@ -389,22 +390,22 @@ func (w *writer) replay() {
 	}
 	for i, name := range files {
 		if !w.replayFile(name) {
-			w.s.sp.putBack(files[i+1:], nil)
+			w.s.sp.putBack(files[i:], nil)
 			return
 		}
 	}
 }
 
-// replayFile inserts one spill file's records; false if they are not all in
-// and the file stays.
+// replayFile inserts one spill file's records. It returns false only when
+// Close gave up on a failing database; the file then stays. A file that
+// cannot be read is left for the next Open.
 func (w *writer) replayFile(name string) bool {
 	data, err := os.ReadFile(name)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return true
+		if !errors.Is(err, os.ErrNotExist) {
+			w.s.o.Logger.Error("cannot read spill file; leaving it for the next start", "file", name, "err", err)
 		}
-		w.s.o.Logger.Error("cannot read spill file", "file", name, "err", err)
-		return false
+		return true
 	}
 	var bad error
 	for rest := data; len(rest) > 0; {
@@ -430,13 +431,11 @@ func (w *writer) replayFile(name string) bool {
 		}
 	}
 	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
-		w.s.o.Logger.Error("cannot delete spill file", "file", name, "err", err)
+		// Emptied, it cannot be replayed a second time.
+		terr := os.Truncate(name, 0)
+		w.s.o.Logger.Error("cannot delete spill file", "file", name, "err", err, "truncate_err", terr)
 	}
 	return true
-}
-
-func (m month) before(n month) bool {
-	return m.year < n.year || (m.year == n.year && m.mon < n.mon)
 }
 
 // stablePartition moves the rows for which in is true to the front, keeping

@@ -413,7 +413,9 @@ func TestLockedDatabase(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if maxPut > 50*time.Millisecond {
+	// A Put that waited on the database would take the whole 2 s lock;
+	// the bound leaves room for emulated (qemu) and loaded machines.
+	if maxPut > 500*time.Millisecond {
 		t.Fatalf("slowest Put took %v while the database was locked", maxPut)
 	}
 	if n := countRows(t, o.Path); n != writers*per || s.Written() != writers*per {

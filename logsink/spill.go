@@ -147,16 +147,16 @@ func decodeSpillPayload(p []byte, r *Record) error {
 type spiller struct {
 	dir string
 
-	mu      sync.Mutex
-	f       *os.File
-	name    string // current file, without extension
-	size    int
-	count   int
-	seq     uint64
-	buf     []byte
-	sealed  []string // sealed files waiting for the writer
-	closed  bool     // the Sink is closed: seal after every record
-	lost    []*Record // records the disk refused, for the writer
+	mu     sync.Mutex
+	f      *os.File
+	name   string // current file, without extension
+	size   int
+	count  int
+	seq    uint64
+	buf    []byte
+	sealed []string  // sealed files waiting for the writer
+	closed bool      // the Sink is closed: seal after every record
+	lost   []*Record // records the disk refused, for the writer
 }
 
 func newSpiller(dir string) (*spiller, error) {
@@ -222,9 +222,13 @@ func (sp *spiller) writeLocked(r *Record) error {
 	sp.size += n
 	if err != nil {
 		if n > 0 {
-			// A partial frame would end the file early at replay:
-			// seal what came before it and start a new file.
-			sp.sealLocked()
+			// A partial frame would end the file at replay: cut it
+			// off, or if that fails too, seal the file before it.
+			if terr := sp.f.Truncate(int64(sp.size - n)); terr == nil {
+				sp.size -= n
+			} else {
+				sp.sealLocked()
+			}
 		}
 		return fmt.Errorf("cannot write spill file %s: %w", sp.name+spillOpenExt, err)
 	}

