@@ -1,0 +1,121 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/sse"
+)
+
+// The two ways fasthttp's server can send an SSE body: SetBodyStream with a
+// BodyWriterTo (gptapi's relay: WriteTo runs on the server goroutine, each
+// Write flushed as one chunk) and SetBodyStreamWriter (fasthttp runs the
+// writer on a goroutine of its own and pipes it). Same 20-event stream, read
+// by a client over loopback.
+func BenchmarkStreamBody(b *testing.B) {
+	var stream bytes.Buffer
+	for i := 0; i < 20; i++ {
+		stream.WriteString(`data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok"},"finish_reason":null}]}` + "\n\n")
+	}
+	stream.WriteString("data: [DONE]\n\n")
+	events := stream.Bytes()
+
+	relays := make(chan *sse.Relay, 1024)
+	handlers := map[string]fasthttp.RequestHandler{
+		"BodyWriterTo": func(ctx *fasthttp.RequestCtx) {
+			var r *sse.Relay
+			select {
+			case r = <-relays:
+			default:
+				r = new(sse.Relay)
+			}
+			r.Reset()
+			if err := r.Start(bytes.NewReader(events)); err != nil {
+				ctx.Error(err.Error(), 500)
+				return
+			}
+			ctx.SetContentType("text/event-stream")
+			ctx.SetBodyStream(&pooledRelay{Relay: r, pool: relays}, -1)
+		},
+		"SetBodyStreamWriter": func(ctx *fasthttp.RequestCtx) {
+			ctx.SetContentType("text/event-stream")
+			ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+				rest := events
+				for len(rest) > 0 {
+					i := bytes.Index(rest, []byte("\n\n")) + 2
+					w.Write(rest[:i])
+					if w.Flush() != nil {
+						return
+					}
+					rest = rest[i:]
+				}
+			})
+		},
+	}
+	for _, name := range []string{"BodyWriterTo", "SetBodyStreamWriter"} {
+		b.Run(name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := &fasthttp.Server{Handler: handlers[name]}
+			go srv.Serve(ln) //nolint:errcheck
+			defer srv.Shutdown()
+			c := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				req := fasthttp.AcquireRequest()
+				resp := fasthttp.AcquireResponse()
+				req.SetRequestURI("/")
+				req.Header.SetHost("x")
+				buf := make([]byte, 8192)
+				for pb.Next() {
+					resp.StreamBody = true
+					if err := c.Do(req, resp); err != nil {
+						b.Error(err)
+						return
+					}
+					n := 0
+					for {
+						m, err := resp.BodyStream().Read(buf)
+						n += m
+						if err == io.EOF {
+							break
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+					resp.CloseBodyStream()
+					if n != len(events) {
+						b.Errorf("read %d bytes, want %d", n, len(events))
+						return
+					}
+					resp.Reset()
+				}
+			})
+		})
+	}
+}
+
+// pooledRelay returns its relay to the pool when fasthttp closes the body.
+type pooledRelay struct {
+	*sse.Relay
+	pool chan *sse.Relay
+}
+
+func (p *pooledRelay) Close() error {
+	select {
+	case p.pool <- p.Relay:
+	default:
+	}
+	return nil
+}
+
