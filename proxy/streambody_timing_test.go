@@ -118,4 +118,3 @@ func (p *pooledRelay) Close() error {
 	}
 	return nil
 }
-
