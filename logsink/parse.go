@@ -27,11 +27,12 @@ var parsers = map[string]func() parser{
 	"fastjson": func() parser { return &fastParser{} },
 }
 
-// defaultParser is replaced by "simdjson" at init where the CPU runs it.
+// defaultParser is replaced by "simdjson+fastjson" at init where the CPU
+// runs simdjson-go.
 var defaultParser = "fastjson"
 
-// ParserName is the JSON parser the writer uses on this machine: "simdjson"
-// or "fastjson".
+// ParserName is the JSON parser the writer uses on this machine:
+// "simdjson+fastjson" (simdjson-go for streams) or "fastjson".
 func ParserName() string {
 	return defaultParser
 }

@@ -11,7 +11,7 @@ import (
 // line-by-line fallback is never needed for them, and a second parse reuses
 // the first's memory.
 func TestSIMDParseNDWholeStream(t *testing.T) {
-	if defaultParser != "simdjson" {
+	if defaultParser == "fastjson" {
 		t.Skip("this CPU lacks AVX2 or CLMUL")
 	}
 	sp := newSIMDParser()
@@ -38,7 +38,7 @@ func TestSIMDParseNDWholeStream(t *testing.T) {
 // line longer than ndGroup is a group of its own: the result is the same as
 // the portable parser's.
 func TestSIMDGroups(t *testing.T) {
-	if defaultParser != "simdjson" {
+	if defaultParser == "fastjson" {
 		t.Skip("this CPU lacks AVX2 or CLMUL")
 	}
 	long := `{"id":"x","choices":[{"index":0,"delta":{"content":"` + strings.Repeat("a", ndGroup+100) + `"}}]}` + "\n"
