@@ -222,6 +222,8 @@ func (w *writer) run() {
 			w.add(r)
 			if w.n >= w.s.o.BatchSize {
 				w.flush()
+			} else if w.n%yieldRows == 0 {
+				runtime.Gosched() // a full queue would not block: let requests run (see yieldRows)
 			}
 		case <-tick.C:
 			w.flush()
