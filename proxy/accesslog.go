@@ -14,7 +14,11 @@ import (
 // account is the end of every proxied request: the request counter, the
 // upstream histograms and one access log line, with the same error text the
 // caller got. upstream is the time spent waiting on upstreams (all attempts).
-func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Duration, size int) {
+// attrs is the caller's scratch for the line's fields, reused across
+// requests: handed to slog as one empty-key group, which handlers inline as
+// plain fields and GroupValue does not copy, so the line allocates nothing
+// (slog.Record keeps only 5 fields inline and allocates beyond them).
+func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Duration, size int, attrs *[]slog.Attr) {
 	name := ""
 	if up != nil {
 		name = up.cfg.Name
@@ -27,7 +31,7 @@ func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Dur
 	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+	a := append((*attrs)[:0],
 		slog.String("id", b2s(rec.RequestID)),
 		slog.String("client", b2s(rec.ClientIP)),
 		slog.String("route", rec.Endpoint.String()),
@@ -42,6 +46,9 @@ func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Dur
 		slog.Int("bytes", size),
 		slog.String("error", b2s(rec.Error)),
 	)
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", slog.Attr{Value: slog.GroupValue(a...)})
+	clear(a) // drop the views of the record's bytes
+	*attrs = a[:0]
 }
 
 // reject logs a request refused before it was routed (400, 401): it gets

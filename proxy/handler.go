@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/subtle"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -36,6 +37,7 @@ type exchange struct {
 	// on upstreams over all attempts (for Server-Timing and the log).
 	served *upstream
 	upWait time.Duration
+	attrs  []slog.Attr // access log scratch
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
@@ -177,7 +179,7 @@ func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
 		x.scr = appendServerTiming(x.scr[:0], x.upWait, time.Since(x.start))
 		ctx.Response.Header.SetBytesV("Server-Timing", x.scr)
 	}
-	x.s.account(rec, x.served, x.upWait, len(rec.ResponseBody))
+	x.s.account(rec, x.served, x.upWait, len(rec.ResponseBody), &x.attrs)
 	x.s.sink.Put(rec)
 }
 

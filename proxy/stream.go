@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ type streamBody struct {
 	start    time.Time
 	firstEvt time.Time
 	cutting  atomic.Bool
+	attrs    []slog.Attr // access log scratch
 }
 
 var streamBodyPool = sync.Pool{New: func() any {
@@ -147,7 +149,7 @@ func (sb *streamBody) CloseWithError(err error) error {
 	rec.LatencyMs = sb.End.Sub(sb.start).Milliseconds()
 	rec.Chunks, sb.Collect = sb.Collect, nil
 	rec.ChunksCut = sb.CollectCut
-	s.account(rec, sb.up, sb.End.Sub(sb.start), len(rec.Chunks))
+	s.account(rec, sb.up, sb.End.Sub(sb.start), len(rec.Chunks), &sb.attrs)
 	fasthttp.ReleaseResponse(sb.resp)
 	sb.s, sb.up, sb.resp, sb.rec = nil, nil, nil, nil
 	sb.cutting.Store(false)
