@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // served only with -pprof
 	"os"
 	"os/signal"
 	"runtime"
@@ -43,6 +45,7 @@ func run() int {
 	path := flag.String("config", def, "config file")
 	check := flag.Bool("check", false, "validate the config file, print every problem, exit 0 or 1")
 	showVersion := flag.Bool("version", false, "print version and build facts")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling; off by default")
 	flag.CommandLine.SetOutput(os.Stderr)
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -74,6 +77,14 @@ func run() int {
 		defer logFile.Close()
 	}
 	slog.SetDefault(log)
+	if *pprofAddr != "" {
+		go func() {
+			log.Info("pprof serving", "addr", *pprofAddr)
+			if err := http.ListenAndServe(*pprofAddr, nil); err != nil {
+				log.Error("pprof", "err", err)
+			}
+		}()
+	}
 	return serve(*path, cfg, log)
 }
 
