@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"errors"
-
 	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/sse"
@@ -112,15 +110,6 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError) {
 	ctx.SetStatusCode(e.Status)
 	ctx.SetContentType("application/json")
 	ctx.Response.SetBodyRaw(appendErrorJSON(ctx.Response.Body()[:0], e))
-}
-
-// asAPIError maps any error to the apiError the caller gets.
-func asAPIError(err error) *apiError {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae
-	}
-	return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "upstream_error", Message: err.Error()}
 }
 
 // appendSSEError appends the event a stream ends with when its upstream

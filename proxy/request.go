@@ -20,7 +20,6 @@ type request struct {
 	model       []byte // as the caller asked
 	stream      bool
 	callerUsage bool // the caller asked for stream_options.include_usage
-	hasTools    bool
 
 	// What the caller sent for the keys an attempt may rewrite, so each
 	// attempt starts from the caller's values (nil = absent).
@@ -164,12 +163,6 @@ func (r *request) parse(p *fastjson.Parser, body []byte, ep logsink.Endpoint) *a
 		default:
 			return badRequest("Field 'stop' must be a string or an array of strings.")
 		}
-	}
-	if t := o.Get("tools"); t != nil && t.Type() == fastjson.TypeArray && len(t.GetArray()) > 0 {
-		r.hasTools = true
-	}
-	if f := o.Get("functions"); f != nil && f.Type() == fastjson.TypeArray && len(f.GetArray()) > 0 {
-		r.hasTools = true
 	}
 	return nil
 }

@@ -31,8 +31,7 @@ type upstream struct {
 
 	// auth is the ready "Bearer <api_key>" header value, empty when the
 	// caller's key is sent instead.
-	auth        string
-	passthrough bool
+	auth string
 
 	// plain serves non-streaming exchanges, stream serves SSE: their
 	// connections time reads differently (see deadlineConn), so they do not
@@ -66,8 +65,7 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	up.uris[logsink.Embeddings] = up.path + "/embeddings"
 	up.uris[logsink.Rerank] = up.path + "/rerank"
 	up.modelsURI = up.path + "/models"
-	up.passthrough = c.KeyMode == "passthrough"
-	if !up.passthrough && c.APIKey != "" {
+	if c.KeyMode != "passthrough" && c.APIKey != "" {
 		up.auth = "Bearer " + c.APIKey
 	}
 	up.plain = up.hostClient(c, chk.ConnectTimeout, chk.FirstByteTimeout, 0)
