@@ -42,7 +42,7 @@ type exchange struct {
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
-func (s *Server) acquireExchange(ctx *fasthttp.RequestCtx) *exchange {
+func (s *Server) acquireExchange() *exchange {
 	x := exchangePool.Get().(*exchange)
 	x.s = s
 	x.st = s.state.Load()
@@ -126,7 +126,7 @@ func (s *Server) handleRerank(ctx *fasthttp.RequestCtx) {
 // dispatch.
 func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	id := s.begin(ctx)
-	x := s.acquireExchange(ctx)
+	x := s.acquireExchange()
 	defer releaseExchange(x)
 
 	x.key = bearer(ctx)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -170,7 +171,7 @@ func (m *serverMetrics) writeDynamic(w io.Writer, s *Server) {
 		names = append(names, n)
 	}
 	m.histMu.Unlock()
-	sortStrings(names)
+	slices.Sort(names)
 	for _, n := range names {
 		h := m.upstream(n)
 		b = h.latency.appendPrometheus(b, "gptapi_upstream_latency_seconds", n)
@@ -180,14 +181,6 @@ func (m *serverMetrics) writeDynamic(w io.Writer, s *Server) {
 		b = h.ttft.appendPrometheus(b, "gptapi_ttft_seconds", n)
 	}
 	_, _ = w.Write(b)
-}
-
-func sortStrings(a []string) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
-		}
-	}
 }
 
 func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {

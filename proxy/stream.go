@@ -163,9 +163,7 @@ func (sb *streamBody) CloseWithError(err error) error {
 // with an error event.
 func (sb *streamBody) cut() {
 	sb.cutting.Store(true)
-	if rc, ok := sb.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
-		_ = rc.CloseWithError(errShutdown)
-	}
+	closeUpstream(sb.resp, errShutdown)
 }
 
 // closeUpstream releases the upstream body: pooled when it was read to the
