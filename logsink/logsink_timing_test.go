@@ -225,6 +225,7 @@ func BenchmarkInsert(b *testing.B) {
 		defer st.close()
 		b.ReportAllocs()
 		n := 0
+		cpu0 := cpuTime()
 		for b.Loop() {
 			if err := insert(st); err != nil {
 				b.Fatal(err)
@@ -232,6 +233,7 @@ func BenchmarkInsert(b *testing.B) {
 			n += len(rows)
 		}
 		b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "rows/s")
+		b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/row")
 	}
 	b.Run("database-sql", func(b *testing.B) {
 		run(b, func(st *store) error { return insertDatabaseSQL(st, rows, true) })

@@ -24,6 +24,7 @@ type streamBody struct {
 	s        *Server
 	up       *upstream
 	resp     *fasthttp.Response // upstream response; its body stream is the relay's source
+	body     bodyStream         // resp's body stream as the relay reads it
 	rec      *logsink.Record
 	start    time.Time
 	firstEvt time.Time
@@ -85,11 +86,13 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	sb.CollectLimit = x.st.cfg.Logsink.MaxBodyLogBytes
 	sb.Collect = x.rec.Chunks[:0]
 	x.rec.Chunks = nil
-	if err := sb.Start(resp.BodyStream()); err != nil {
+	sb.body.reset(resp.BodyStream())
+	if err := sb.Start(&sb.body); err != nil {
 		closeUpstream(resp, err)
 		fasthttp.ReleaseResponse(resp)
 		x.rec.Chunks = sb.Collect[:0]
 		sb.Collect = nil
+		sb.body = bodyStream{}
 		streamBodyPool.Put(sb)
 		return upstreamFailure(up, err)
 	}
@@ -152,6 +155,7 @@ func (sb *streamBody) CloseWithError(err error) error {
 	s.account(rec, sb.up, sb.End.Sub(sb.start), len(rec.Chunks), &sb.attrs)
 	fasthttp.ReleaseResponse(sb.resp)
 	sb.s, sb.up, sb.resp, sb.rec = nil, nil, nil, nil
+	sb.body = bodyStream{}
 	sb.cutting.Store(false)
 	streamBodyPool.Put(sb)
 	s.sink.Put(rec)

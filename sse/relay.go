@@ -20,7 +20,9 @@ var errNotStarted = errors.New("sse: relay used before Start")
 // returned (ctx.SetBodyStream(relay, -1)), and with chunked framing flushes
 // each Write as one HTTP chunk. So each Write holds one or more complete
 // events; events that arrived together are coalesced into one Write, but the
-// relay never waits for more data before writing what it has.
+// relay never waits for more data before writing what it has. A source that
+// can tell that its next Read will not wait (a Buffered() int method, see
+// BufferedReader) lets the relay coalesce across its reads too.
 //
 // The record gets its chunks through Collect, which the relay fills without
 // ever waiting on the logger: the record pipeline takes the buffer once the
@@ -74,12 +76,21 @@ type Relay struct {
 	Events int
 
 	sc          Scanner
+	src         BufferedReader // the source, if it can tell; else nil
 	started     bool
 	upstreamErr bool // the last data event was the upstream's own error
 	ended       bool
 	out         []byte // rendered events not yet handed to the caller
 	off         int    // bytes of out already handed over by Read
 	content     bool   // out holds a content-carrying chunk
+}
+
+// BufferedReader is a source that knows when its next Read returns at once:
+// Buffered reports a positive count only then. An HTTP client's body reader
+// that holds the next chunks in memory is one.
+type BufferedReader interface {
+	io.Reader
+	Buffered() int
 }
 
 // maxKeptBuf is the largest buffer Reset keeps: a pooled relay that once
@@ -93,6 +104,7 @@ func (r *Relay) Reset() {
 	r.Rewriter.Reset("", "", false)
 	r.resetStream()
 	r.sc.Reset(nil)
+	r.src = nil
 	r.started = false
 	if cap(r.out) > maxKeptBuf {
 		r.out = nil
@@ -136,6 +148,7 @@ func (r *Relay) resetStream() {
 func (r *Relay) Start(src io.Reader) error {
 	r.resetStream()
 	r.sc.Reset(src)
+	r.src, _ = src.(BufferedReader)
 	r.started = true
 	for {
 		ev, err := r.sc.Next()
@@ -223,11 +236,16 @@ func (r *Relay) delivered() {
 }
 
 // fill renders into r.out at least one event, unless the stream has ended,
-// and then every event already buffered, without waiting for more.
+// and then every event already buffered, here or in the source, without
+// waiting for more.
 func (r *Relay) fill() {
 	for !r.ended {
 		if r.off < len(r.out) && !r.sc.Buffered() {
-			return
+			if r.src == nil || r.src.Buffered() == 0 {
+				return
+			}
+			r.sc.fill() // one Read, which the source says will not wait
+			continue
 		}
 		ev, err := r.sc.Next()
 		if err != nil {

@@ -566,3 +566,70 @@ func TestRelayResetDropsHugeBuffers(t *testing.T) {
 		t.Fatalf("Reset kept huge buffers: %d %d %d", cap(r.sc.buf), cap(r.Collect), cap(r.out))
 	}
 }
+
+// pieceSource hands out one piece per Read, as fasthttp's chunked body
+// reader returns one HTTP chunk per Read. Pieces up to a burst end are
+// "already in memory": Buffered reports them; at a burst end it reports 0,
+// as for bytes still on the network.
+type pieceSource struct {
+	pieces    [][]byte
+	burstEnds map[int]bool // after piece i, the burst ends
+	next      int
+}
+
+func (s *pieceSource) Read(p []byte) (int, error) {
+	if s.next == len(s.pieces) {
+		return 0, io.EOF
+	}
+	n := copy(p, s.pieces[s.next])
+	s.pieces[s.next] = s.pieces[s.next][n:]
+	if len(s.pieces[s.next]) == 0 {
+		s.next++
+	}
+	return n, nil
+}
+
+func (s *pieceSource) Buffered() int {
+	if s.next == len(s.pieces) || (s.next > 0 && s.burstEnds[s.next-1]) {
+		return 0
+	}
+	return len(s.pieces[s.next])
+}
+
+func TestRelayCoalescesBufferedSource(t *testing.T) {
+	in := readTestdata(t, "vllm-chat.sse")
+	events := scanAll(t, bytes.NewReader(in))
+	pieces := func() [][]byte {
+		var ps [][]byte
+		for _, e := range events {
+			ps = append(ps, []byte(e.Raw))
+		}
+		return ps
+	}
+	mid := len(events) / 2
+	for _, tc := range []struct {
+		name      string
+		burstEnds map[int]bool
+		hide      bool // hide Buffered: a plain reader
+		writes    int
+	}{
+		{"one burst", nil, false, 1},
+		{"two bursts", map[int]bool{mid: true}, false, 2},
+		{"source cannot tell", nil, true, len(events)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &pieceSource{pieces: pieces(), burstEnds: tc.burstEnds}
+			var r io.Reader = src
+			if tc.hide {
+				r = struct{ io.Reader }{src} // hide Buffered
+			}
+			_, w := runRelay(t, r, "", "", false)
+			if len(w.writes) != tc.writes {
+				t.Errorf("%d writes for %d events, want %d", len(w.writes), len(events), tc.writes)
+			}
+			if !bytes.Equal(w.all(), in) {
+				t.Errorf("output differs from input")
+			}
+		})
+	}
+}
