@@ -223,7 +223,7 @@ func (w *writer) run() {
 			if w.n >= w.s.o.BatchSize {
 				w.flush()
 			} else if w.n%yieldRows == 0 {
-				runtime.Gosched() // a full queue would not block: let requests run (see yieldRows)
+				yield() // a full queue would not block: let requests run
 			}
 		case <-tick.C:
 			w.flush()
