@@ -22,7 +22,7 @@ import (
 //
 // fasthttp does not expose its reader, so Buffered looks at the fields of
 // its body stream through offsets found by reflection once, for the pinned
-// fasthttp version (TestUpstreamBodyLayout fails if they change). When they
+// fasthttp version (TestBodyStreamBuffered fails if they change). When they
 // cannot be found, Buffered reports 0 and the relay writes event by event.
 type bodyStream struct {
 	r     io.Reader      // fasthttp's body stream
@@ -90,12 +90,13 @@ func learnStreamLayout(body io.Reader) {
 // reset points b at body, a fasthttp Response.BodyStream().
 func (b *bodyStream) reset(body io.Reader) {
 	b.r, b.outer, b.rs = body, nil, nil
-	if body == nil {
-		return
+	t := reflect.TypeOf(body)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Name() != "clientStreamBody" {
+		return // not a network stream (or not fasthttp's): nothing to look at
 	}
-	streamLayout.once.Do(func() { learnStreamLayout(body) })
 	l := &streamLayout
-	if !l.ok || reflect.TypeOf(body) != l.outer {
+	l.once.Do(func() { learnStreamLayout(body) })
+	if !l.ok || t != l.outer {
 		return
 	}
 	outer := reflect.ValueOf(body).UnsafePointer()

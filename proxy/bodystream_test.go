@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -204,4 +206,39 @@ func TestStreamBurstOneWrite(t *testing.T) {
 	if chunks > 3 {
 		t.Errorf("%d events sent at once reached the caller in %d writes", events+1, chunks)
 	}
+}
+
+// waitReader stands for the network behind the buffered bytes.
+type waitReader struct{ asked bool }
+
+func (w *waitReader) Read([]byte) (int, error) {
+	w.asked = true
+	return 0, errors.New("fasthttp would wait on the network here")
+}
+
+// FuzzChunkReady holds Buffered to its promise with fasthttp's own chunked
+// reader: when nextChunkReady says the bytes in memory suffice, the first
+// body Read over exactly those bytes never asks the network for more.
+func FuzzChunkReady(f *testing.F) {
+	for _, s := range []string{"3\r\nabc\r\n", "3\r\nab", "0\r\n\r\n", "3;x\r\nabc\r\n", "1a\r\n", "3 \r\nabc\r\n0\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		if nextChunkReady(buf) == 0 {
+			return
+		}
+		head := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+		network := &waitReader{}
+		br := bufio.NewReaderSize(io.MultiReader(strings.NewReader(head), bytes.NewReader(buf), network), 1<<16)
+		var resp fasthttp.Response
+		resp.StreamBody = true
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("headers: %v", err)
+		}
+		network.asked = false // reading the headers may have looked past them
+		_, _ = resp.BodyStream().Read(make([]byte, 1<<16))
+		if network.asked {
+			t.Fatalf("%q: ready, but fasthttp needed more bytes", buf)
+		}
+	})
 }
