@@ -54,17 +54,18 @@ func TestChunkReadiness(t *testing.T) {
 	}
 }
 
-// TestBodyStreamBuffered runs fasthttp's real client against an upstream
-// that writes three chunks at once and then holds the body open: Buffered
-// must see the two chunks behind the first, then nothing, without reading.
-// It also fails when a fasthttp upgrade moves the fields Buffered reads.
-func TestBodyStreamBuffered(t *testing.T) {
+// heldStream answers one streamed request from an upstream that writes
+// three chunks at once and then holds the body open until end is called,
+// when it sends the last chunk.
+func heldStream(t *testing.T) (resp *fasthttp.Response, end func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	release := make(chan struct{}, 1)
+	t.Cleanup(func() { close(release) })
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -87,27 +88,38 @@ func TestBodyStreamBuffered(t *testing.T) {
 		<-release
 		_, _ = io.WriteString(c, "0\r\n\r\n")
 	}()
-	defer close(release)
 
 	hc := &fasthttp.HostClient{Addr: ln.Addr().String(), StreamResponseBody: true}
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
+	resp = fasthttp.AcquireResponse()
 	req.SetRequestURI("http://" + ln.Addr().String() + "/v1/chat/completions")
 	req.Header.SetMethod("POST")
 	resp.StreamBody = true
 	if err := hc.DoTimeout(req, resp, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	defer closeUpstream(resp, nil)
+	t.Cleanup(func() {
+		closeUpstream(resp, nil)
+		fasthttp.ReleaseResponse(resp)
+	})
+	// The status line, headers and chunks came in one segment; give them
+	// time to be whole in the socket before fasthttp's first body read.
+	time.Sleep(50 * time.Millisecond)
+	return resp, func() { release <- struct{}{} }
+}
+
+// TestBodyStreamBuffered runs fasthttp's real client against heldStream:
+// Buffered must see the two chunks behind the first, then nothing, without
+// reading. It also fails when a fasthttp upgrade moves the fields Buffered
+// reads.
+func TestBodyStreamBuffered(t *testing.T) {
+	resp, end := heldStream(t)
 	var bs bodyStream
 	bs.reset(resp.BodyStream())
 	if !streamLayout.ok || bs.outer == nil {
 		t.Fatalf("fasthttp's body stream layout was not recognised (type %T): bursts are no longer coalesced", resp.BodyStream())
 	}
-	// The status line, headers and chunks came in one segment; give them
-	// time to be whole in the socket before fasthttp's first body read.
-	time.Sleep(50 * time.Millisecond)
 	p := make([]byte, 4096)
 	for i := range 3 {
 		n, err := bs.Read(p)
@@ -118,7 +130,7 @@ func TestBodyStreamBuffered(t *testing.T) {
 			t.Fatalf("after chunk %d Buffered() = %d", i, got)
 		}
 	}
-	release <- struct{}{}
+	end()
 	if n, err := bs.Read(p); n != 0 || err != io.EOF {
 		t.Fatalf("end: %d %v", n, err)
 	}
