@@ -404,6 +404,15 @@ func TestRequestFlags(t *testing.T) {
 	if rw.d.hasTools {
 		t.Fatal("an embeddings request is read for tools")
 	}
+	// what the proxy found is taken as it is: the body is not read again
+	for _, tc := range []struct{ tools, multi bool }{{true, true}, {false, false}, {true, false}, {false, true}} {
+		body := `{"tools":[{"type":"function"}],"messages":[{"content":[{"type":"file"}]}]}`
+		rw := deriveWith("fastjson", &Record{Endpoint: Chat, RequestBody: []byte(body),
+			RequestScanned: true, RequestTools: tc.tools, RequestMultimodal: tc.multi}, 0)
+		if rw.d.hasTools != tc.tools || rw.d.multimodal != tc.multi {
+			t.Fatalf("scanned %+v: has_tools %v multimodal %v", tc, rw.d.hasTools, rw.d.multimodal)
+		}
+	}
 }
 
 func TestAnswerColumns(t *testing.T) {

@@ -198,6 +198,7 @@ func smallRecord(r *Record, id string, tsMs int64) *Record {
 	r.Status = 200
 	r.TTFTMs, r.LatencyMs = 120, 870
 	r.RequestBody = append(r.RequestBody[:0], smallRequest...)
+	r.RequestScanned = true // as the proxy sends it: smallRequest offers no tools, has no images
 	r.ResponseBody = append(r.ResponseBody[:0], smallAnswer...)
 	return r
 }

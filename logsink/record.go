@@ -56,9 +56,14 @@ type Record struct {
 	Error       []byte
 	TTFTMs      int64
 	LatencyMs   int64
-	// RequestBody is the body as sent upstream (after preprocessing). The
-	// writer reads has_tools and multimodal from it.
+	// RequestBody is the body as sent upstream (after preprocessing).
 	RequestBody []byte
+	// RequestScanned says the proxy, which parses every request anyway, set
+	// RequestTools (the request offers tools or functions) and
+	// RequestMultimodal (a message has a part that is not text), so the
+	// writer does not parse RequestBody again. Without it (records from an
+	// older spill file) the writer reads them from RequestBody.
+	RequestScanned, RequestTools, RequestMultimodal bool
 	// ResponseBody is the answer as given to the caller when it was not a
 	// stream (or a stream that failed before its first event).
 	ResponseBody []byte

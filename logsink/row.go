@@ -29,7 +29,10 @@ type deriver struct {
 func (dv *deriver) derive(rw *row, r *Record) {
 	rw.r = r
 	rw.d.reset()
-	if r.Endpoint == Chat && len(r.RequestBody) > 0 {
+	switch {
+	case r.RequestScanned:
+		rw.d.hasTools, rw.d.multimodal = r.RequestTools, r.RequestMultimodal
+	case r.Endpoint == Chat && len(r.RequestBody) > 0:
 		dv.p.request(r.RequestBody, &rw.d)
 	}
 	resp := r.ResponseBody

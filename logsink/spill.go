@@ -25,7 +25,8 @@ import (
 //
 // and a payload is one record:
 //
-//	byte version (1) | byte flags (HasKey, Stream, ChunksCut) | byte Endpoint |
+//	byte version (1) | byte flags (HasKey, Stream, ChunksCut, RequestScanned,
+//	RequestTools, RequestMultimodal; older files leave the last three 0) | byte Endpoint |
 //	u64 KeyHash | varint TsMs, Status, TTFTMs, LatencyMs |
 //	uvarint length + bytes of RequestID, ClientIP, Model, ServedModel,
 //	Upstream, Tried, Error, RequestBody, ResponseBody, Chunks
@@ -51,6 +52,9 @@ const (
 	flagHasKey = 1 << iota
 	flagStream
 	flagChunksCut
+	flagRequestScanned
+	flagRequestTools
+	flagRequestMultimodal
 )
 
 // appendSpillFrame appends r as one frame.
@@ -66,6 +70,15 @@ func appendSpillFrame(dst []byte, r *Record) []byte {
 	}
 	if r.ChunksCut {
 		flags |= flagChunksCut
+	}
+	if r.RequestScanned {
+		flags |= flagRequestScanned
+	}
+	if r.RequestTools {
+		flags |= flagRequestTools
+	}
+	if r.RequestMultimodal {
+		flags |= flagRequestMultimodal
 	}
 	dst = append(dst, spillVersion, flags, byte(r.Endpoint))
 	dst = binary.LittleEndian.AppendUint64(dst, r.KeyHash)
@@ -114,6 +127,9 @@ func decodeSpillPayload(p []byte, r *Record) error {
 	r.HasKey = flags&flagHasKey != 0
 	r.Stream = flags&flagStream != 0
 	r.ChunksCut = flags&flagChunksCut != 0
+	r.RequestScanned = flags&flagRequestScanned != 0
+	r.RequestTools = flags&flagRequestTools != 0
+	r.RequestMultimodal = flags&flagRequestMultimodal != 0
 	r.Endpoint = Endpoint(p[2])
 	r.KeyHash = binary.LittleEndian.Uint64(p[3:])
 	p = p[11:]

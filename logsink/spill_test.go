@@ -28,6 +28,10 @@ func fullRecord() *Record {
 		ResponseBody: []byte{},
 		Chunks:       []byte("{}\n{}\n"),
 		ChunksCut:    true,
+
+		RequestScanned:    true,
+		RequestTools:      true,
+		RequestMultimodal: true,
 	}
 }
 

@@ -155,6 +155,10 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	rec.Endpoint = ep
 	rec.Model = append(rec.Model[:0], x.req.model...)
 	rec.Stream = x.req.stream
+	if ep == logsink.Chat {
+		rec.RequestScanned = true
+		rec.RequestTools, rec.RequestMultimodal = x.req.offered()
+	}
 
 	x.dispatch(ctx)
 	if x.rec != nil {

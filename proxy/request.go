@@ -286,3 +286,58 @@ func duplicateKey(o *fastjson.Object) string {
 	})
 	return dup
 }
+
+// offered reads from the request what its record's has_tools and
+// multimodal columns need: tools or functions offered, and a message part
+// that is not text (SPEC §4.5). The request is parsed here anyway; the
+// record writer would otherwise parse the body a second time. Types are
+// checked before fastjson's accessors, whose errors allocate.
+func (r *request) offered() (tools, multimodal bool) {
+	r.obj.Visit(func(key []byte, v *fastjson.Value) {
+		switch string(key) {
+		case "tools", "functions":
+			tools = tools || len(v.GetArray()) > 0
+		case "messages":
+			multimodal = multimodal || hasNonTextPart(v)
+		}
+	})
+	return tools, multimodal
+}
+
+// hasNonTextPart reports whether a message of the array msgs has a content
+// part (an object) whose "type" is not "text"; a repeated key counts by its
+// last value, as a JSON decoder would take it.
+func hasNonTextPart(msgs *fastjson.Value) bool {
+	for _, m := range msgs.GetArray() {
+		mo := m.GetObject()
+		if mo == nil {
+			continue
+		}
+		found := false
+		mo.Visit(func(key []byte, c *fastjson.Value) {
+			if found || string(key) != "content" {
+				return
+			}
+			for _, p := range c.GetArray() {
+				po := p.GetObject()
+				if po == nil {
+					continue
+				}
+				text := false
+				po.Visit(func(key []byte, t *fastjson.Value) {
+					if string(key) == "type" {
+						text = t.Type() == fastjson.TypeString && string(t.GetStringBytes()) == "text"
+					}
+				})
+				if !text {
+					found = true
+					return
+				}
+			}
+		})
+		if found {
+			return true
+		}
+	}
+	return false
+}

@@ -245,3 +245,36 @@ func jsonEqual(a, b json.RawMessage) bool {
 	ya, _ := json.Marshal(y)
 	return string(xa) == string(ya)
 }
+
+// The record's has_tools and multimodal as the proxy reads them, with the
+// cases the record writer's own reading of a body is held to
+// (logsink's TestRequestFlags).
+func TestRequestOffered(t *testing.T) {
+	user := `{"role":"user","content":"hi"}`
+	for _, tc := range []struct {
+		body         string
+		tools, multi bool
+	}{
+		{`{"model":"m","messages":[` + user + `]}`, false, false},
+		{`{"model":"m","messages":[` + user + `],"tools":[{"type":"function","function":{"name":"f"}}]}`, true, false},
+		{`{"model":"m","messages":[` + user + `],"tools":[]}`, false, false},
+		{`{"model":"m","messages":[` + user + `],"tools":null}`, false, false},
+		{`{"model":"m","messages":[` + user + `],"functions":[{"name":"f"}]}`, true, false},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}`, false, false},
+		{`{"model":"m","messages":[{"role":"user","content":"x"},{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}`, false, true},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]}`, false, true},
+		{`{"model":"m","messages":[{"role":"user","content":[{"text":"no type"}]}]}`, false, true},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","type":"text"}]}]}`, false, false},
+		{`{"model":"m","tools":[{"type":"function"}],"messages":[{"role":"user","content":[{"type":"file"}]}]}`, true, true},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":7}]}]}`, false, true},
+	} {
+		var r request
+		var p fastjson.Parser
+		if e := r.parse(&p, []byte(tc.body), logsink.Chat); e != nil {
+			t.Fatalf("parse %s: %s", tc.body, e.Message)
+		}
+		if tools, multi := r.offered(); tools != tc.tools || multi != tc.multi {
+			t.Errorf("%s: tools %v multimodal %v, want %v %v", tc.body, tools, multi, tc.tools, tc.multi)
+		}
+	}
+}
