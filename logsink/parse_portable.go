@@ -15,13 +15,32 @@ type fastParser struct {
 
 func (fp *fastParser) name() string { return "fastjson" }
 
+// fastjson's typed accessors (Object, Array, StringBytes, Int64) build an
+// error with fmt.Errorf on a type mismatch, and null is everywhere in chunks
+// ("usage": null, "content": null, "finish_reason": null): the parser checks
+// types first with GetObject, GetArray and these, which allocate nothing.
+func stringBytes(v *fastjson.Value) ([]byte, bool) {
+	if v.Type() != fastjson.TypeString {
+		return nil, false
+	}
+	return v.GetStringBytes(), true
+}
+
+func int64Of(v *fastjson.Value) (int64, bool) {
+	if v.Type() != fastjson.TypeNumber {
+		return 0, false
+	}
+	n, err := v.Int64() // errs only for a number that is not an integer
+	return n, err == nil
+}
+
 func (fp *fastParser) object(b []byte) *fastjson.Object {
 	v, err := fp.p.ParseBytes(b)
 	if err != nil {
 		return nil
 	}
-	o, err := v.Object()
-	if err != nil {
+	o := v.GetObject()
+	if o == nil {
 		return nil
 	}
 	return o
@@ -35,7 +54,7 @@ func (fp *fastParser) request(body []byte, d *derived) {
 	o.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "tools", "functions":
-			if a, err := v.Array(); err == nil && len(a) > 0 {
+			if len(v.GetArray()) > 0 {
 				d.hasTools = true
 			}
 		case "messages":
@@ -49,13 +68,13 @@ func (fp *fastParser) request(body []byte, d *derived) {
 // fastMultimodal reports whether a message of the array v has a content
 // part whose type is not "text".
 func fastMultimodal(v *fastjson.Value) bool {
-	msgs, err := v.Array()
-	if err != nil {
+	msgs := v.GetArray()
+	if msgs == nil {
 		return false
 	}
 	for _, m := range msgs {
-		mo, err := m.Object()
-		if err != nil {
+		mo := m.GetObject()
+		if mo == nil {
 			continue
 		}
 		found := false
@@ -63,13 +82,13 @@ func fastMultimodal(v *fastjson.Value) bool {
 			if found || string(key) != "content" {
 				return
 			}
-			parts, err := v.Array()
-			if err != nil {
+			parts := v.GetArray()
+			if parts == nil {
 				return
 			}
 			for _, p := range parts {
-				po, err := p.Object()
-				if err != nil {
+				po := p.GetObject()
+				if po == nil {
 					continue
 				}
 				if fastPartNotText(po) {
@@ -89,8 +108,8 @@ func fastPartNotText(po *fastjson.Object) bool {
 	text := false
 	po.Visit(func(key []byte, v *fastjson.Value) {
 		if string(key) == "type" {
-			t, err := v.StringBytes()
-			text = err == nil && string(t) == "text"
+			t, ok := stringBytes(v)
+			text = ok && string(t) == "text"
 		}
 	})
 	return !text
@@ -104,19 +123,19 @@ func (fp *fastParser) answer(body []byte, d *derived) {
 	o.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "usage":
-			if uo, err := v.Object(); err == nil {
+			if uo := v.GetObject(); uo != nil {
 				d.usage = fastUsage(uo)
 			}
 		case "choices":
-			chs, _ := v.Array()
+			chs := v.GetArray()
 			for _, ch := range chs {
-				cho, err := ch.Object()
-				if err != nil {
+				cho := ch.GetObject()
+				if cho == nil {
 					continue
 				}
 				cho.Visit(func(key []byte, v *fastjson.Value) {
 					if string(key) == "message" {
-						if mo, err := v.Object(); err == nil {
+						if mo := v.GetObject(); mo != nil {
 							fastMessageTools(mo, d)
 						}
 					}
@@ -130,22 +149,22 @@ func fastMessageTools(mo *fastjson.Object, d *derived) {
 	mo.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "tool_calls":
-			calls, _ := v.Array()
+			calls := v.GetArray()
 			for _, c := range calls {
-				co, err := c.Object()
-				if err != nil {
+				co := c.GetObject()
+				if co == nil {
 					continue
 				}
 				co.Visit(func(key []byte, v *fastjson.Value) {
 					if string(key) == "function" {
-						if fo, err := v.Object(); err == nil {
+						if fo := v.GetObject(); fo != nil {
 							fastAddName(fo, d)
 						}
 					}
 				})
 			}
 		case "function_call":
-			if fo, err := v.Object(); err == nil {
+			if fo := v.GetObject(); fo != nil {
 				fastAddName(fo, d)
 			}
 		}
@@ -155,7 +174,7 @@ func fastMessageTools(mo *fastjson.Object, d *derived) {
 func fastAddName(fo *fastjson.Object, d *derived) {
 	fo.Visit(func(key []byte, v *fastjson.Value) {
 		if string(key) == "name" {
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				d.addTool(s)
 			}
 		}
@@ -168,7 +187,7 @@ func fastUsage(uo *fastjson.Object) usage {
 		if v.Type() != fastjson.TypeNumber {
 			return
 		}
-		if n, err := v.Int64(); err == nil {
+		if n, ok := int64Of(v); ok {
 			u.setField(key, n)
 		}
 	})
@@ -193,26 +212,26 @@ func (fp *fastParser) chunk(o *fastjson.Object, a *assembly) {
 	o.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "id":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				a.setID(s)
 			}
 		case "model":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				a.setModel(s)
 			}
 		case "created":
-			if n, err := v.Int64(); err == nil {
+			if n, ok := int64Of(v); ok {
 				a.setCreated(n)
 			}
 		case "choices":
-			chs, _ := v.Array()
+			chs := v.GetArray()
 			for _, ch := range chs {
-				if cho, err := ch.Object(); err == nil {
+				if cho := ch.GetObject(); cho != nil {
 					fastChoice(cho, a)
 				}
 			}
 		case "usage":
-			if uo, err := v.Object(); err == nil {
+			if uo := v.GetObject(); uo != nil {
 				a.usage = fastUsage(uo)
 				a.usageJSON = fp.appendValue(a.usageJSON[:0], v)
 			}
@@ -229,7 +248,7 @@ func fastChoice(cho *fastjson.Object, a *assembly) {
 	var index int64
 	cho.Visit(func(key []byte, v *fastjson.Value) {
 		if string(key) == "index" {
-			if n, err := v.Int64(); err == nil {
+			if n, ok := int64Of(v); ok {
 				index = n
 			}
 		}
@@ -241,15 +260,15 @@ func fastChoice(cho *fastjson.Object, a *assembly) {
 	cho.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "delta":
-			if do, err := v.Object(); err == nil {
+			if do := v.GetObject(); do != nil {
 				fastDelta(do, c)
 			}
 		case "text":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				c.text = append(c.text, s...)
 			}
 		case "finish_reason":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				c.setFinish(s)
 			}
 		}
@@ -260,31 +279,31 @@ func fastDelta(do *fastjson.Object, c *choice) {
 	do.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "content":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				c.content = append(c.content, s...)
 				c.hasContent = true
 			}
 		case "reasoning_content":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				c.reasoningContent = append(c.reasoningContent, s...)
 			}
 		case "reasoning":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				c.reasoning = append(c.reasoning, s...)
 			}
 		case "refusal":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				c.refusal = append(c.refusal, s...)
 			}
 		case "tool_calls":
-			calls, _ := v.Array()
+			calls := v.GetArray()
 			for _, tv := range calls {
-				if to, err := tv.Object(); err == nil {
+				if to := tv.GetObject(); to != nil {
 					fastToolCall(to, c)
 				}
 			}
 		case "function_call":
-			if fo, err := v.Object(); err == nil {
+			if fo := v.GetObject(); fo != nil {
 				if tc := c.call(0, true, nil); tc != nil {
 					fastFunction(fo, tc)
 				}
@@ -302,11 +321,11 @@ func fastToolCall(to *fastjson.Object, c *choice) {
 	to.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "index":
-			if n, err := v.Int64(); err == nil {
+			if n, ok := int64Of(v); ok {
 				index, hasIndex = n, true
 			}
 		case "id":
-			if s, err := v.StringBytes(); err == nil && len(s) > 0 {
+			if s, ok := stringBytes(v); ok && len(s) > 0 {
 				id = s
 			}
 		}
@@ -319,11 +338,11 @@ func fastToolCall(to *fastjson.Object, c *choice) {
 	to.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "type":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				tc.setType(s)
 			}
 		case "function":
-			if fo, err := v.Object(); err == nil {
+			if fo := v.GetObject(); fo != nil {
 				fastFunction(fo, tc)
 			}
 		}
@@ -334,11 +353,11 @@ func fastFunction(fo *fastjson.Object, tc *toolCall) {
 	fo.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "name":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				tc.setName(s)
 			}
 		case "arguments":
-			if s, err := v.StringBytes(); err == nil {
+			if s, ok := stringBytes(v); ok {
 				tc.args = append(tc.args, s...)
 			}
 		}
@@ -365,7 +384,7 @@ func (fp *fastParser) appendValue(dst []byte, v *fastjson.Value) []byte {
 		})
 		return append(dst, '}')
 	case fastjson.TypeArray:
-		a, _ := v.Array()
+		a := v.GetArray()
 		dst = append(dst, '[')
 		for i, e := range a {
 			if i > 0 {
