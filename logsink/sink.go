@@ -222,8 +222,6 @@ func (w *writer) run() {
 			w.add(r)
 			if w.n >= w.s.o.BatchSize {
 				w.flush()
-			} else if w.n%yieldRows == 0 {
-				yield() // a full queue would not block: let requests run
 			}
 		case <-tick.C:
 			w.flush()
@@ -261,12 +259,19 @@ func (w *writer) finish() {
 }
 
 // add derives r into the next free row.
+// add derives r's row. It yields every yieldRows rows, wherever the
+// records come from: replaying a spill file derives up to 8192 of them in a
+// row, tens of milliseconds that would otherwise hold the only P until Go
+// preempts at 10 ms.
 func (w *writer) add(r *Record) {
 	if w.n == len(w.rows) {
 		w.rows = append(w.rows, row{})
 	}
 	w.dv.derive(&w.rows[w.n], r)
 	w.n++
+	if w.n%yieldRows == 0 {
+		yield()
+	}
 }
 
 // flush writes the rows in use. Only when Close gives up on a failing

@@ -741,3 +741,18 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("Open under a file: %v", err)
 	}
 }
+
+// Deriving rows yields to the request goroutines every yieldRows rows,
+// whoever calls it: a spill file's replay derives thousands in a row.
+func TestAddYields(t *testing.T) {
+	n := 0
+	defer func(f func()) { yield = f }(yield)
+	yield = func() { n++ }
+	w := &writer{dv: deriver{p: newParser()}}
+	for i := range 10 * yieldRows {
+		w.add(smallRecord(&Record{}, fmt.Sprint("r", i), int64(i)))
+	}
+	if n != 10 {
+		t.Fatalf("%d yields for %d rows, want 10", n, 10*yieldRows)
+	}
+}

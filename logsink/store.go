@@ -214,7 +214,7 @@ const yieldRows = 8
 // small box) requests would wait behind it. With more Ps they run on the
 // others, and a Gosched would only wake an idle thread to look for work
 // (a tenth of the writer's CPU per row in BenchmarkInsert with 2 Ps).
-func yield() {
+var yield = func() {
 	if runtime.GOMAXPROCS(0) == 1 {
 		runtime.Gosched()
 	}
