@@ -47,22 +47,26 @@ func (fp *fastParser) object(b []byte) *fastjson.Object {
 }
 
 func (fp *fastParser) request(body []byte, d *derived) {
-	o := fp.object(body)
-	if o == nil {
-		return
+	if o := fp.object(body); o != nil {
+		d.hasTools, d.multimodal = RequestOffers(o)
 	}
+}
+
+// RequestOffers reads a chat request's has_tools and multimodal columns
+// (SPEC §4.5): a non-empty tools or functions array, and a message content
+// part whose type is not "text". The proxy calls it on the request it has
+// parsed anyway and hands the answer over with the record
+// (Record.RequestScanned), so the writer does not parse the body again.
+func RequestOffers(o *fastjson.Object) (tools, multimodal bool) {
 	o.Visit(func(key []byte, v *fastjson.Value) {
 		switch string(key) {
 		case "tools", "functions":
-			if len(v.GetArray()) > 0 {
-				d.hasTools = true
-			}
+			tools = tools || len(v.GetArray()) > 0
 		case "messages":
-			if !d.multimodal {
-				d.multimodal = fastMultimodal(v)
-			}
+			multimodal = multimodal || fastMultimodal(v)
 		}
 	})
+	return tools, multimodal
 }
 
 // fastMultimodal reports whether a message of the array v has a content

@@ -157,7 +157,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	rec.Stream = x.req.stream
 	if ep == logsink.Chat {
 		rec.RequestScanned = true
-		rec.RequestTools, rec.RequestMultimodal = x.req.offered()
+		rec.RequestTools, rec.RequestMultimodal = logsink.RequestOffers(x.req.obj)
 	}
 
 	x.dispatch(ctx)

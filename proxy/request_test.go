@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 
 	"github.com/gptapi/gptapi/configs"
@@ -246,35 +247,32 @@ func jsonEqual(a, b json.RawMessage) bool {
 	return string(xa) == string(ya)
 }
 
-// The record's has_tools and multimodal as the proxy reads them, with the
-// cases the record writer's own reading of a body is held to
-// (logsink's TestRequestFlags).
-func TestRequestOffered(t *testing.T) {
-	user := `{"role":"user","content":"hi"}`
+// The proxy hands the record what the request offers (has_tools,
+// multimodal), read from its own parse, so the writer need not parse the
+// body again; embeddings have neither.
+func TestRecordCarriesRequestOffers(t *testing.T) {
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(cannedAnswer)
+	})
+	sink := newCaptureSink()
+	_, addr := startProxy(t, testConfig(up), sink)
 	for _, tc := range []struct {
-		body         string
-		tools, multi bool
+		path, body     string
+		scanned, tools bool
+		multimodal     bool
 	}{
-		{`{"model":"m","messages":[` + user + `]}`, false, false},
-		{`{"model":"m","messages":[` + user + `],"tools":[{"type":"function","function":{"name":"f"}}]}`, true, false},
-		{`{"model":"m","messages":[` + user + `],"tools":[]}`, false, false},
-		{`{"model":"m","messages":[` + user + `],"tools":null}`, false, false},
-		{`{"model":"m","messages":[` + user + `],"functions":[{"name":"f"}]}`, true, false},
-		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}`, false, false},
-		{`{"model":"m","messages":[{"role":"user","content":"x"},{"role":"user","content":[{"type":"text","text":"what is this"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}`, false, true},
-		{`{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"AAAA","format":"wav"}}]}]}`, false, true},
-		{`{"model":"m","messages":[{"role":"user","content":[{"text":"no type"}]}]}`, false, true},
-		{`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","type":"text"}]}]}`, false, false},
-		{`{"model":"m","tools":[{"type":"function"}],"messages":[{"role":"user","content":[{"type":"file"}]}]}`, true, true},
-		{`{"model":"m","messages":[{"role":"user","content":[{"type":7}]}]}`, false, true},
+		{"/v1/chat/completions", chatBody, true, false, false},
+		{"/v1/chat/completions", `{"model":"qwen-7b","tools":[{"type":"function","function":{"name":"f"}}],` +
+			`"messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"data:,"}}]}]}`, true, true, true},
+		{"/v1/embeddings", `{"model":"qwen-emb","input":"x"}`, false, false, false},
 	} {
-		var r request
-		var p fastjson.Parser
-		if e := r.parse(&p, []byte(tc.body), logsink.Chat); e != nil {
-			t.Fatalf("parse %s: %s", tc.body, e.Message)
+		if status, _, body := post(t, addr, tc.path, tc.body); status != 200 {
+			t.Fatalf("%s: status %d %s", tc.path, status, body)
 		}
-		if tools, multi := r.offered(); tools != tc.tools || multi != tc.multi {
-			t.Errorf("%s: tools %v multimodal %v, want %v %v", tc.body, tools, multi, tc.tools, tc.multi)
+		rec := sink.wait(t)
+		if rec.RequestScanned != tc.scanned || rec.RequestTools != tc.tools || rec.RequestMultimodal != tc.multimodal {
+			t.Errorf("%s %s: scanned %v tools %v multimodal %v", tc.path, tc.body, rec.RequestScanned, rec.RequestTools, rec.RequestMultimodal)
 		}
 	}
 }
