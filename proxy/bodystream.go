@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -161,19 +162,13 @@ func nextChunkReady(buf []byte) int {
 	if nl < 1 || buf[nl-1] != '\r' {
 		return 0
 	}
-	size, digits := 0, 0
-	for _, c := range buf[:nl-1] {
-		d := hexDigit(c)
-		if d < 0 {
-			break // OWS or an extension follows the size
-		}
-		if digits++; digits > 8 {
-			return 0 // fasthttp's limit is its business: just do not coalesce
-		}
-		size = size<<4 | d
+	line := buf[:nl-1]
+	if i := bytes.IndexAny(line, " \t;"); i >= 0 {
+		line = line[:i] // whitespace or an extension follows the size
 	}
-	if digits == 0 {
-		return 0
+	size, err := strconv.ParseUint(b2s(line), 16, 32)
+	if err != nil {
+		return 0 // malformed, or beyond fasthttp's limits: its business, not coalesced
 	}
 	rest := buf[nl+1:]
 	if size == 0 {
@@ -185,17 +180,5 @@ func nextChunkReady(buf []byte) int {
 	if len(rest) == 0 {
 		return 0
 	}
-	return chunkReady(rest, size)
-}
-
-func hexDigit(c byte) int {
-	switch {
-	case '0' <= c && c <= '9':
-		return int(c - '0')
-	case 'a' <= c && c <= 'f':
-		return int(c-'a') + 10
-	case 'A' <= c && c <= 'F':
-		return int(c-'A') + 10
-	}
-	return -1
+	return chunkReady(rest, int(size))
 }
