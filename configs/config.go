@@ -15,6 +15,7 @@ type Config struct {
 	Preprocess Preprocess `koanf:"preprocess"`
 	Check      Check      `koanf:"check_config"`
 	Clients    []Client   `koanf:"openai_clients"`
+	Routing    Routing    `koanf:"routing"`
 }
 
 // Server is the listening side (key server).
@@ -26,6 +27,9 @@ type Server struct {
 	MaxBodyBytes int `koanf:"max_body_bytes"`
 	// ReadTimeout bounds reading a caller's request. By default 60s.
 	ReadTimeout time.Duration `koanf:"read_timeout"`
+	// SendTimeout is how long a caller may take no bytes of its answer
+	// before it counts as gone (499). By default 60s; 0 means no bound.
+	SendTimeout time.Duration `koanf:"send_timeout"`
 	// IdleTimeout bounds an idle keep-alive connection. By default 120s.
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
 	// ShutdownTimeout is how long in-flight requests and streams may run
@@ -74,7 +78,24 @@ type Logsink struct {
 	// SpillDir receives records when the queue is full; they are replayed
 	// later. By default data/spill.
 	SpillDir string `koanf:"spill_dir"`
+	// MaxPendingBytes bounds the records held in memory while the database
+	// and the spill folder both refuse writes; past it records are dropped
+	// and counted. By default 256 MiB.
+	MaxPendingBytes int `koanf:"max_pending_bytes"`
+	// Driver is DriverSQLite (the default) or DriverPostgres.
+	Driver string `koanf:"driver"`
+	// DSN is the PostgreSQL connection string (driver postgres only).
+	DSN string `koanf:"dsn"`
+	// Node is this gateway's name in the node column. By default the host
+	// name.
+	Node string `koanf:"node"`
 }
+
+// Record store drivers of Logsink.Driver.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
 
 // Preprocess switches the chat message clean-up steps (key preprocess).
 type Preprocess struct {
@@ -102,6 +123,13 @@ type Check struct {
 	StreamIdleTimeout time.Duration `koanf:"stream_idle_timeout"`
 	// RequestTimeout bounds a whole non-streaming exchange. By default 600s.
 	RequestTimeout time.Duration `koanf:"request_timeout"`
+	// MaxResponseBytes bounds a non-stream answer; a larger one is a failure
+	// ("answer too large"), never buffered whole. By default 64 MiB.
+	MaxResponseBytes int `koanf:"max_response_bytes"`
+	// MaxConnWait is how long a request waits for a pooled connection when
+	// the client's max_conns are all busy. Giving up is not a health
+	// failure. By default 1s.
+	MaxConnWait time.Duration `koanf:"max_conn_wait"`
 	// FailureThreshold is the consecutive failures that put an upstream in
 	// cooldown. By default 3; at least 1.
 	FailureThreshold int `koanf:"failure_threshold"`
@@ -171,6 +199,26 @@ type Client struct {
 	// MaxConns is the connection pool size to this upstream. By default
 	// (absent or 0) 1024.
 	MaxConns int `koanf:"max_conns"`
+	// MetricsURL is the upstream's Prometheus /metrics (vLLM, SGLang), read
+	// every routing.poll_interval for its queue. Optional.
+	MetricsURL string `koanf:"metrics_url"`
+}
+
+// Routing strategies of Routing.Strategy (SPEC §4.7).
+const (
+	StrategyWeighted    = "weighted"
+	StrategyLeastLoaded = "least_loaded"
+	StrategyPrefix      = "prefix"
+)
+
+// Routing orders the weighted candidates of a request (key routing).
+type Routing struct {
+	// Strategy is StrategyWeighted (the default), StrategyLeastLoaded or
+	// StrategyPrefix.
+	Strategy string `koanf:"strategy"`
+	// PollInterval is how often each client's metrics_url is read. A
+	// reading older than three intervals is ignored. By default 1s.
+	PollInterval time.Duration `koanf:"poll_interval"`
 }
 
 // Match is a client's model_match.
@@ -198,6 +246,7 @@ func Default() *Config {
 			ReadTimeout:     60 * time.Second,
 			IdleTimeout:     120 * time.Second,
 			ShutdownTimeout: 30 * time.Second,
+			SendTimeout:     60 * time.Second,
 		},
 		Log: Log{Level: "info", Format: "text"},
 		Logsink: Logsink{
@@ -208,6 +257,8 @@ func Default() *Config {
 			StoreBodies:     true,
 			MaxBodyLogBytes: 1 << 20,
 			SpillDir:        "data/spill",
+			MaxPendingBytes: 256 << 20,
+			Driver:          DriverSQLite,
 		},
 		Preprocess: Preprocess{Strip: true, StripThink: true, DropEmpty: true, MergeUser: "merge"},
 		Check: Check{
@@ -220,6 +271,9 @@ func Default() *Config {
 			MaxFallbackDepth:  3,
 			ModelsTimeout:     5 * time.Second,
 			ModelsCacheTTL:    30 * time.Second,
+			MaxResponseBytes:  64 << 20,
+			MaxConnWait:       time.Second,
 		},
+		Routing: Routing{Strategy: StrategyWeighted, PollInterval: time.Second},
 	}
 }

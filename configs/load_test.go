@@ -214,6 +214,18 @@ func TestLoadProblems(t *testing.T) {
 	f("check_config: {max_fallback_depth: -1}\n", "check_config.max_fallback_depth: must not be negative")
 	f("check_config: {models_timeout: -1s}\n", "check_config.models_timeout: must not be negative")
 	f("check_config: {models_cache_ttl: -1s}\n", "check_config.models_cache_ttl: must not be negative")
+	f("check_config: {max_response_bytes: 0}\n", "check_config.max_response_bytes: must be positive, got 0")
+	f("check_config: {max_conn_wait: -1s}\n", "check_config.max_conn_wait: must not be negative")
+	f("server: {send_timeout: -1s}\n", "server.send_timeout: must not be negative")
+	f("logsink: {max_pending_bytes: 0}\n", "logsink.max_pending_bytes: must be positive, got 0")
+	f("logsink: {driver: mysql}\n", `logsink.driver: must be "sqlite" or "postgres", got "mysql"`)
+	f("logsink: {driver: postgres}\n", `logsink.dsn: required with driver "postgres"`)
+	f("logsink: {dsn: 'postgres://h/db'}\n", `logsink.dsn: only used with driver "postgres"; remove it or set logsink.driver: postgres`)
+	f("routing: {strategy: random}\n", `routing.strategy: must be "weighted", "least_loaded" or "prefix", got "random"`)
+	f("routing: {poll_interval: 0s}\n", "routing.poll_interval: must be positive")
+	f("routing: {poll_interval: -1s}\n", "routing.poll_interval: must be positive")
+	f(clients(okClient+", metrics_url: 'localhost:8000/metrics'}"), `openai_clients[0].metrics_url: must be an http or https URL, got "localhost:8000/metrics"`)
+	f(clients(okClient+", metrics_url: 'http:///metrics'}"), `openai_clients[0].metrics_url: missing host in "http:///metrics"`)
 }
 
 func TestLoadAllowed(t *testing.T) {
@@ -230,6 +242,8 @@ func TestLoadAllowed(t *testing.T) {
 	f("openai_clients:\n  - " + okClient + ", max_tokens: 8192.0}\n")      // an integral float
 	f("server: {trusted_proxies: ['::1', 10.1.2.3/8]}\n")
 	f("check_config: {max_fallback_depth: 0, cooldown: 0s}\n")
+	f("routing: {strategy: prefix, poll_interval: 250ms}\n")
+	f("openai_clients:\n  - " + okClient + ", metrics_url: 'http://h:8000/metrics'}\n")
 }
 
 // A file with many problems reports each of them once, sorted by path, and
@@ -347,14 +361,17 @@ func TestDefault(t *testing.T) {
 	d := Default()
 	want := &Config{
 		Server: Server{Listen: ":8080", MaxBodyBytes: 16777216, ReadTimeout: 60 * time.Second,
-			IdleTimeout: 120 * time.Second, ShutdownTimeout: 30 * time.Second},
+			IdleTimeout: 120 * time.Second, ShutdownTimeout: 30 * time.Second, SendTimeout: 60 * time.Second},
 		Log: Log{Level: "info", Format: "text"},
 		Logsink: Logsink{Path: "data/gptapi.db", QueueSize: 65536, BatchSize: 512,
-			FlushInterval: 200 * time.Millisecond, StoreBodies: true, MaxBodyLogBytes: 1048576, SpillDir: "data/spill"},
+			FlushInterval: 200 * time.Millisecond, StoreBodies: true, MaxBodyLogBytes: 1048576, SpillDir: "data/spill",
+			MaxPendingBytes: 256 << 20, Driver: "sqlite"},
 		Preprocess: Preprocess{Strip: true, StripThink: true, DropEmpty: true, MergeUser: "merge"},
 		Check: Check{ConnectTimeout: 5 * time.Second, FirstByteTimeout: 60 * time.Second,
 			StreamIdleTimeout: 60 * time.Second, RequestTimeout: 600 * time.Second, FailureThreshold: 3,
-			Cooldown: 30 * time.Second, MaxFallbackDepth: 3, ModelsTimeout: 5 * time.Second, ModelsCacheTTL: 30 * time.Second},
+			Cooldown: 30 * time.Second, MaxFallbackDepth: 3, ModelsTimeout: 5 * time.Second, ModelsCacheTTL: 30 * time.Second,
+			MaxResponseBytes: 64 << 20, MaxConnWait: time.Second},
+		Routing: Routing{Strategy: "weighted", PollInterval: time.Second},
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("Default() = %+v\nwant %+v", d, want)

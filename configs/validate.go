@@ -34,6 +34,7 @@ func (c *Config) validate() Errors {
 	c.Logsink.validate(&es)
 	oneOf(&es, "preprocess.merge_user", c.Preprocess.MergeUser, "merge", "last", "off")
 	c.Check.validate(&es)
+	c.Routing.validate(&es)
 
 	first := make(map[string]int, len(c.Clients))
 	for i := range c.Clients {
@@ -62,6 +63,7 @@ func (s *Server) validate(es *Errors) {
 	notNegative(es, "server.read_timeout", s.ReadTimeout)
 	notNegative(es, "server.idle_timeout", s.IdleTimeout)
 	notNegative(es, "server.shutdown_timeout", s.ShutdownTimeout)
+	notNegative(es, "server.send_timeout", s.SendTimeout)
 
 	s.TrustedNets = s.TrustedNets[:0]
 	for i, v := range s.TrustedProxies {
@@ -104,6 +106,21 @@ func (l *Logsink) validate(es *Errors) {
 	}
 	positive(es, "logsink.max_body_log_bytes", l.MaxBodyLogBytes)
 	required(es, "logsink.spill_dir", l.SpillDir)
+	positive(es, "logsink.max_pending_bytes", l.MaxPendingBytes)
+	oneOf(es, "logsink.driver", l.Driver, DriverSQLite, DriverPostgres)
+	switch {
+	case l.Driver == DriverPostgres && l.DSN == "":
+		es.add("logsink.dsn", "required with driver \"postgres\"")
+	case l.Driver == DriverSQLite && l.DSN != "":
+		es.add("logsink.dsn", "only used with driver \"postgres\"; remove it or set logsink.driver: postgres")
+	}
+}
+
+func (r *Routing) validate(es *Errors) {
+	oneOf(es, "routing.strategy", r.Strategy, StrategyWeighted, StrategyLeastLoaded, StrategyPrefix)
+	if r.PollInterval <= 0 {
+		es.add("routing.poll_interval", "must be positive")
+	}
 }
 
 func (c *Check) validate(es *Errors) {
@@ -116,6 +133,8 @@ func (c *Check) validate(es *Errors) {
 	notNegative(es, "check_config.max_fallback_depth", c.MaxFallbackDepth)
 	notNegative(es, "check_config.models_timeout", c.ModelsTimeout)
 	notNegative(es, "check_config.models_cache_ttl", c.ModelsCacheTTL)
+	positive(es, "check_config.max_response_bytes", c.MaxResponseBytes)
+	notNegative(es, "check_config.max_conn_wait", c.MaxConnWait)
 }
 
 func (c *Client) validate(es *Errors, p string) {
@@ -146,6 +165,11 @@ func (c *Client) validate(es *Errors, p string) {
 	notNegative(es, p+".priority", c.Priority)
 	notNegative(es, p+".max_tokens", c.MaxTokens)
 	notNegative(es, p+".max_conns", c.MaxConns)
+	if c.MetricsURL != "" {
+		if msg := checkMetricsURL(c.MetricsURL); msg != "" {
+			es.add(p+".metrics_url", msg)
+		}
+	}
 	for name, v := range c.Headers {
 		hp := p + ".headers[" + name + "]"
 		if !validHeaderName(name) {
@@ -171,6 +195,23 @@ func checkURL(u string) string {
 		return fmt.Sprintf("must not have a query or fragment, got %q", u)
 	case pu.User != nil:
 		return fmt.Sprintf("must not carry credentials (use api_key or headers), got %q", pu.Redacted())
+	}
+	return ""
+}
+
+// checkMetricsURL returns why u cannot be a metrics_url, or "". Unlike a
+// base URL it may carry a query (some exporters filter by it).
+func checkMetricsURL(u string) string {
+	pu, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("invalid URL %q", u)
+	case pu.Scheme != "http" && pu.Scheme != "https":
+		return fmt.Sprintf("must be an http or https URL, got %q", u)
+	case pu.Host == "" || pu.Hostname() == "":
+		return fmt.Sprintf("missing host in %q", u)
+	case pu.User != nil:
+		return fmt.Sprintf("must not carry credentials, got %q", pu.Redacted())
 	}
 	return ""
 }
