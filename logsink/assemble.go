@@ -10,13 +10,15 @@ import (
 // as an integer stays unset and is stored as NULL.
 type usage struct {
 	prompt, completion, total int64
-	set                       uint8 // usagePrompt | usageCompletion | usageTotal
+	cached                    int64 // prompt_tokens_details.cached_tokens
+	set                       uint8 // usagePrompt | usageCompletion | usageTotal | usageCached
 }
 
 const (
 	usagePrompt = 1 << iota
 	usageCompletion
 	usageTotal
+	usageCached
 )
 
 // setField stores one count of a usage object by its key.
@@ -28,6 +30,13 @@ func (u *usage) setField(key []byte, n int64) {
 		u.completion, u.set = n, u.set|usageCompletion
 	case "total_tokens":
 		u.total, u.set = n, u.set|usageTotal
+	}
+}
+
+// setDetail stores one count of usage.prompt_tokens_details by its key.
+func (u *usage) setDetail(key []byte, n int64) {
+	if string(key) == "cached_tokens" {
+		u.cached, u.set = n, u.set|usageCached
 	}
 }
 

@@ -21,6 +21,12 @@
 // checkpoints; if the database still refuses, the records go back to spill
 // files for the next Open, and Close says so.
 //
+// Columns added after the first release (route, cached_tokens, node) are
+// added to an older file when it is opened, NULL in its rows; nothing in it
+// is rewritten. Each record carries a UID, made by Put, that stays with it
+// through spill files, so a store that cannot know whether a commit landed
+// can refuse a second copy.
+//
 // Rotation: meta.month is the UTC month a file belongs to. At Open and before
 // each batch, if the clock's month differs, the batch's records of earlier
 // months go into the old file, which is then checkpointed, closed and renamed

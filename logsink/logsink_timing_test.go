@@ -196,7 +196,7 @@ func insertDatabaseSQL(st *store, rows []row, storeBodies bool) error {
 	var nv []driver.NamedValue
 	args := make([]any, len(columns))
 	for i := range rows {
-		nv = rows[i].appendArgs(nv[:0], storeBodies)
+		nv = rows[i].appendArgs(nv[:0], storeBodies, st.node)
 		for k := range nv {
 			args[k] = nv[k].Value
 		}
@@ -218,7 +218,7 @@ func BenchmarkInsert(b *testing.B) {
 		dv.derive(&rows[i], smallRecord(&Record{}, fmt.Sprint("req-", i), int64(i)))
 	}
 	run := func(b *testing.B, insert func(st *store) error) {
-		st, err := openStore(filepath.Join(b.TempDir(), "bench.db"), monthOf(time.Now()))
+		st, err := openStore(filepath.Join(b.TempDir(), "bench.db"), "bench", monthOf(time.Now()))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -188,6 +188,16 @@ func fastAddName(fo *fastjson.Object, d *derived) {
 func fastUsage(uo *fastjson.Object) usage {
 	var u usage
 	uo.Visit(func(key []byte, v *fastjson.Value) {
+		if string(key) == "prompt_tokens_details" {
+			if do := v.GetObject(); do != nil {
+				do.Visit(func(key []byte, v *fastjson.Value) {
+					if n, ok := int64Of(v); ok {
+						u.setDetail(key, n)
+					}
+				})
+			}
+			return
+		}
 		if v.Type() != fastjson.TypeNumber {
 			return
 		}

@@ -363,6 +363,16 @@ func (tp *tape) usage(i int) (usage, bool) {
 	}
 	var u usage
 	for key, v, ok := um.next(); ok; key, v, ok = um.next() {
+		if string(key) == "prompt_tokens_details" {
+			if dm, ok := tp.object(v); ok {
+				for key, v, ok := dm.next(); ok; key, v, ok = dm.next() {
+					if n, ok := tp.int(v); ok {
+						u.setDetail(key, n)
+					}
+				}
+			}
+			continue
+		}
 		if n, ok := tp.int(v); ok {
 			u.setField(key, n)
 		}

@@ -1,6 +1,8 @@
 package logsink
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
 	"sync"
 
 	"github.com/zeebo/xxh3"
@@ -30,6 +32,57 @@ func (e Endpoint) String() string {
 		return "rerank"
 	}
 	return ""
+}
+
+// Route says why the first upstream tried for the requested model was
+// first (the route column). The zero value is none: no upstream was tried.
+type Route uint8
+
+// The routes of SPEC 4.5.
+const (
+	RouteWeighted       Route = iota + 1 // A-Res weighted random order
+	RouteLeastLoaded                     // the least loaded candidate
+	RoutePrefixHit                       // it held part of this prompt
+	RoutePrefixNew                       // placed by hash
+	RoutePrefixBalanced                  // the holder was overloaded or in cooldown
+	RouteStandby                         // only standbys were left
+)
+
+// String is the name stored in the route column and used as the metric
+// label; "" for none or an unknown value.
+func (r Route) String() string {
+	switch r {
+	case RouteWeighted:
+		return "weighted"
+	case RouteLeastLoaded:
+		return "least_loaded"
+	case RoutePrefixHit:
+		return "prefix_hit"
+	case RoutePrefixNew:
+		return "prefix_new"
+	case RoutePrefixBalanced:
+		return "prefix_balanced"
+	case RouteStandby:
+		return "standby"
+	}
+	return ""
+}
+
+// UID is a record's key, unique to it: the request's start in Unix
+// milliseconds (48 bits, big-endian, so keys of one period sort together)
+// then 80 random bits. A store that cannot know whether a commit landed
+// (PostgreSQL after a lost connection) lets the database refuse a second
+// copy by it; the caller's X-Request-Id is not unique enough for that.
+type UID [16]byte
+
+// newUID makes the key of a record that started at tsMs. The random bits
+// come from the runtime's per-thread ChaCha8 generator, seeded by the OS:
+// no lock, no system call.
+func newUID(tsMs int64) UID {
+	var u UID
+	binary.BigEndian.PutUint64(u[:8], uint64(tsMs)<<16|rand.Uint64()&0xffff)
+	binary.BigEndian.PutUint64(u[8:], rand.Uint64())
+	return u
 }
 
 // Record is one request. The proxy fills it on the request path with cheap
@@ -74,6 +127,12 @@ type Record struct {
 	// ChunksCut says the relay stopped collecting chunks (a very long
 	// stream); the record is marked truncated.
 	ChunksCut bool
+	// Route is why the first upstream was first; the proxy sets it.
+	Route Route
+	// UID is set by Sink.Put when zero; the proxy leaves it alone. It
+	// travels with the record through spill files, so that every attempt
+	// to write the record carries the same key.
+	UID UID
 }
 
 // Reset empties r and keeps the capacity of its slices.

@@ -28,6 +28,9 @@ type deriver struct {
 // derive fills rw from r; rw keeps r until the row is written.
 func (dv *deriver) derive(rw *row, r *Record) {
 	rw.r = r
+	if r.UID == (UID{}) {
+		r.UID = newUID(r.TsMs) // a record of a version 1 spill file
+	}
 	rw.d.reset()
 	switch {
 	case r.RequestScanned:
@@ -86,7 +89,7 @@ func cutUTF8(b []byte, max int) ([]byte, bool) {
 // appendArgs appends the row's column values in the order of columns.
 // Text goes in as strings viewing the record's bytes: the driver copies
 // them during Exec, and the row is not touched until Exec returns.
-func (rw *row) appendArgs(args []driver.NamedValue, storeBodies bool) []driver.NamedValue {
+func (rw *row) appendArgs(args []driver.NamedValue, storeBodies bool, node string) []driver.NamedValue {
 	r := rw.r
 	keyHash := ""
 	if r.HasKey {
@@ -124,6 +127,9 @@ func (rw *row) appendArgs(args []driver.NamedValue, storeBodies bool) []driver.N
 		reqBody,
 		respBody,
 		boolInt(rw.truncated),
+		r.Route.String(),
+		rw.d.count(usageCached, rw.d.cached),
+		node,
 	} {
 		args = append(args, driver.NamedValue{Ordinal: len(args) + 1, Value: v})
 	}

@@ -22,6 +22,9 @@ type Options struct {
 	StoreBodies     bool          // keep request_body and response_body; else NULL
 	MaxBodyLogBytes int           // longer bodies are cut and marked truncated; 0 keeps them whole
 	SpillDir        string        // by default "spill" beside Path
+	// Node is this gateway's name in the node column; by default the
+	// host name.
+	Node string
 	// Now is the clock that decides the month for rotation; by default
 	// time.Now.
 	Now    func() time.Time
@@ -45,6 +48,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Node == "" {
+		o.Node, _ = os.Hostname()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -85,7 +91,7 @@ func Open(o Options) (*Sink, error) {
 	}
 	o = o.withDefaults()
 	now := monthOf(o.Now())
-	st, err := openStore(o.Path, now)
+	st, err := openStore(o.Path, o.Node, now)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +135,9 @@ func Open(o Options) (*Sink, error) {
 // appended to a spill file instead. The Sink owns r afterwards. After Close,
 // r goes to a spill file, which the next Open replays.
 func (s *Sink) Put(r *Record) {
+	if r.UID == (UID{}) {
+		r.UID = newUID(r.TsMs)
+	}
 	s.inflight.Add(1)
 	if !s.closed.Load() {
 		select {
@@ -358,7 +367,7 @@ func (w *writer) insert(rows []row) []row {
 func (w *writer) tryInsert(rows []row) error {
 	if w.st.db == nil {
 		// A rotation could not open the fresh file; try again.
-		st, err := openStore(w.st.path, monthOf(w.s.o.Now()))
+		st, err := openStore(w.st.path, w.s.o.Node, monthOf(w.s.o.Now()))
 		if err != nil {
 			return err
 		}

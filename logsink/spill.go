@@ -25,17 +25,20 @@ import (
 //
 // and a payload is one record:
 //
-//	byte version (1) | byte flags (HasKey, Stream, ChunksCut, RequestScanned,
+//	byte version (2) | byte flags (HasKey, Stream, ChunksCut, RequestScanned,
 //	RequestTools, RequestMultimodal; older files leave the last three 0) | byte Endpoint |
-//	u64 KeyHash | varint TsMs, Status, TTFTMs, LatencyMs |
+//	u64 KeyHash | [16]byte UID | byte Route | varint TsMs, Status, TTFTMs, LatencyMs |
 //	uvarint length + bytes of RequestID, ClientIP, Model, ServedModel,
 //	Upstream, Tried, Error, RequestBody, ResponseBody, Chunks
+//
+// Version 1 payloads, written before UID and Route existed, lack those two
+// fields; they are still read (Route none, UID made afresh).
 //
 // A frame cut short by a crash, or one whose checksum fails, ends the file.
 const (
 	spillOpenExt   = ".open"
 	spillSealedExt = ".spill"
-	spillVersion   = 1
+	spillVersion   = 2
 
 	// A file is sealed once it holds this many bytes or records, which
 	// bounds the transaction it is replayed in.
@@ -82,6 +85,8 @@ func appendSpillFrame(dst []byte, r *Record) []byte {
 	}
 	dst = append(dst, spillVersion, flags, byte(r.Endpoint))
 	dst = binary.LittleEndian.AppendUint64(dst, r.KeyHash)
+	dst = append(dst, r.UID[:]...)
+	dst = append(dst, byte(r.Route))
 	dst = binary.AppendVarint(dst, r.TsMs)
 	dst = binary.AppendVarint(dst, int64(r.Status))
 	dst = binary.AppendVarint(dst, r.TTFTMs)
@@ -120,9 +125,10 @@ func nextSpillFrame(b []byte, r *Record) ([]byte, error) {
 }
 
 func decodeSpillPayload(p []byte, r *Record) error {
-	if len(p) < 11 || p[0] != spillVersion {
+	if len(p) < 11 || p[0] < 1 || p[0] > spillVersion {
 		return errSpillCorrupt
 	}
+	version := p[0]
 	flags := p[1]
 	r.HasKey = flags&flagHasKey != 0
 	r.Stream = flags&flagStream != 0
@@ -133,6 +139,14 @@ func decodeSpillPayload(p []byte, r *Record) error {
 	r.Endpoint = Endpoint(p[2])
 	r.KeyHash = binary.LittleEndian.Uint64(p[3:])
 	p = p[11:]
+	if version >= 2 {
+		if len(p) < len(r.UID)+1 {
+			return errSpillCorrupt
+		}
+		copy(r.UID[:], p)
+		r.Route = Route(p[len(r.UID)])
+		p = p[len(r.UID)+1:]
+	}
 	var ints [4]int64
 	for i := range ints {
 		v, k := binary.Varint(p)

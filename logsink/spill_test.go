@@ -3,6 +3,9 @@ package logsink
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 )
@@ -28,6 +31,8 @@ func fullRecord() *Record {
 		ResponseBody: []byte{},
 		Chunks:       []byte("{}\n{}\n"),
 		ChunksCut:    true,
+		Route:        RoutePrefixBalanced,
+		UID:          UID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
 
 		RequestScanned:    true,
 		RequestTools:      true,
@@ -88,6 +93,8 @@ func TestSpillFrameRoundTrip(t *testing.T) {
 			f.SetInt(f.Int() + 1)
 		case reflect.Uint8, reflect.Uint64:
 			f.SetUint(f.Uint() + 1)
+		case reflect.Array:
+			f.Index(3).SetUint(f.Index(3).Uint() + 1)
 		default:
 			t.Fatalf("field %s of kind %s not covered", v.Type().Field(i).Name, f.Kind())
 		}
@@ -137,4 +144,83 @@ func FuzzSpillFrame(f *testing.F) {
 			t.Fatalf("payload %q: %v\n%+v\n%+v", payload, err, r, again)
 		}
 	})
+}
+
+// appendSpillFrameV1 is the frame of the release before UID and Route, as
+// its spill files hold it.
+func appendSpillFrameV1(dst []byte, r *Record) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0)
+	var flags byte
+	for i, b := range []bool{r.HasKey, r.Stream, r.ChunksCut, r.RequestScanned, r.RequestTools, r.RequestMultimodal} {
+		if b {
+			flags |= 1 << i
+		}
+	}
+	dst = append(dst, 1, flags, byte(r.Endpoint))
+	dst = binary.LittleEndian.AppendUint64(dst, r.KeyHash)
+	for _, v := range []int64{r.TsMs, int64(r.Status), r.TTFTMs, r.LatencyMs} {
+		dst = binary.AppendVarint(dst, v)
+	}
+	for _, b := range [...][]byte{r.RequestID, r.ClientIP, r.Model, r.ServedModel, r.Upstream,
+		r.Tried, r.Error, r.RequestBody, r.ResponseBody, r.Chunks} {
+		dst = binary.AppendUvarint(dst, uint64(len(b)))
+		dst = append(dst, b...)
+	}
+	payload := dst[start+8:]
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(dst[start+4:], crc32c(payload))
+	return dst
+}
+
+// Spill files of the previous release still replay: every field they have
+// is read, Route is none and UID zero (the writer makes one).
+func TestSpillFrameVersion1(t *testing.T) {
+	want := fullRecord()
+	b := appendSpillFrameV1(nil, want)
+	got := AcquireRecord()
+	rest, err := nextSpillFrame(b, got)
+	if err != nil || len(rest) != 0 {
+		t.Fatalf("v1 frame: %v, %d bytes left", err, len(rest))
+	}
+	want.Route, want.UID = 0, UID{}
+	if !sameRecord(got, want) {
+		t.Fatalf("v1 frame:\n got %+v\nwant %+v", got, want)
+	}
+	// and a version from the future is refused, not misread
+	b = appendSpillFrame(nil, fullRecord())
+	b[8] = spillVersion + 1
+	binary.LittleEndian.PutUint32(b[4:], crc32c(b[8:]))
+	if _, err := nextSpillFrame(b, AcquireRecord()); err != errSpillCorrupt {
+		t.Fatalf("version %d frame: %v", spillVersion+1, err)
+	}
+}
+
+// A version 1 spill file left in the folder is written at Open, each
+// record with a key of its own.
+func TestSpillVersion1Replayed(t *testing.T) {
+	o := testOptions(t)
+	if err := os.MkdirAll(o.SpillDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for i := range 3 {
+		b = appendSpillFrameV1(b, smallRecord(&Record{}, fmt.Sprint("v1-", i), int64(i)))
+	}
+	if err := os.WriteFile(filepath.Join(o.SpillDir, "00000000000000000001-1-1.spill"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ids := requestIDs(t, o.Path); fmt.Sprint(ids) != "[v1-0 v1-1 v1-2]" {
+		t.Fatalf("rows %v", ids)
+	}
+	if f := spillFiles(t, o.SpillDir); len(f) != 0 {
+		t.Fatalf("spill files left: %v", f)
+	}
 }

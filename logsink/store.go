@@ -48,6 +48,10 @@ var columns = [...]struct{ name, decl string }{
 	{"request_body", "TEXT"},
 	{"response_body", "TEXT"},
 	{"truncated", "INTEGER NOT NULL DEFAULT 0"},
+	// Added after the first release: NULL in the rows of older files.
+	{"route", "TEXT"},
+	{"cached_tokens", "INTEGER"},
+	{"node", "TEXT"},
 }
 
 var (
@@ -115,13 +119,14 @@ func parseMonth(s string) (month, bool) {
 // store is the open database file. Only the writer goroutine uses it.
 type store struct {
 	path  string
+	node  string // the node column
 	db    *sql.DB
 	month month
 }
 
 // openStore opens path, creating it and its folder, brings the schema up to
 // date and reads the file's month; a fresh file gets now's.
-func openStore(path string, now month) (*store, error) {
+func openStore(path, node string, now month) (*store, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("cannot create folder for %s: %w", path, err)
@@ -134,7 +139,7 @@ func openStore(path string, now month) (*store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	st := &store{path: path, db: db}
+	st := &store{path: path, node: node, db: db}
 	if err := st.init(now); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
@@ -249,7 +254,7 @@ func (st *store) insert(rows []row, args []driver.NamedValue, storeBodies bool) 
 			panic(fmt.Sprintf("BUG: sqlite3 statement %T lacks ExecContext", stmt))
 		}
 		for i := range rows {
-			args = rows[i].appendArgs(args[:0], storeBodies)
+			args = rows[i].appendArgs(args[:0], storeBodies, st.node)
 			if _, err := exec.ExecContext(ctx, args); err != nil {
 				_ = stmt.Close()
 				_ = tx.Rollback()
@@ -301,7 +306,7 @@ func (st *store) rotate(now month) (string, error) {
 			}
 		}
 	}
-	fresh, err := openStore(st.path, now)
+	fresh, err := openStore(st.path, st.node, now)
 	if err != nil {
 		return "", err
 	}

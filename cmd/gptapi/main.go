@@ -97,6 +97,7 @@ func serve(path string, cfg *configs.Config, log *slog.Logger) int {
 		StoreBodies:     cfg.Logsink.StoreBodies,
 		MaxBodyLogBytes: cfg.Logsink.MaxBodyLogBytes,
 		SpillDir:        cfg.Logsink.SpillDir,
+		Node:            cfg.Logsink.Node,
 		Logger:          log,
 	})
 	if err != nil {
