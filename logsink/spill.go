@@ -248,7 +248,7 @@ func (sp *spiller) writeLocked(r *Record) error {
 		sp.f, sp.size, sp.count = f, 0, 0
 	}
 	sp.buf = appendSpillFrame(sp.buf[:0], r)
-	n, err := sp.f.Write(sp.buf)
+	n, err := spillWrite(sp.f, sp.buf)
 	sp.size += n
 	if err != nil {
 		if n > 0 {
@@ -325,3 +325,7 @@ func badName(name string) string {
 }
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, crcTable) }
+
+// spillWrite writes to a spill file; tests and benchmarks replace it with a
+// slow or failing disk.
+var spillWrite = func(f *os.File, b []byte) (int, error) { return f.Write(b) }
