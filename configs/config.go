@@ -145,6 +145,13 @@ type Check struct {
 	ModelsCacheTTL time.Duration `koanf:"models_cache_ttl"`
 }
 
+// Merge modes of Preprocess.MergeUser.
+const (
+	MergeUserMerge = "merge"
+	MergeUserLast  = "last"
+	MergeUserOff   = "off"
+)
+
 // Key modes of Client.KeyMode.
 const (
 	// KeyModeConfig sends the client's APIKey, or the caller's key when
@@ -260,7 +267,7 @@ func Default() *Config {
 			MaxPendingBytes: 256 << 20,
 			Driver:          DriverSQLite,
 		},
-		Preprocess: Preprocess{Strip: true, StripThink: true, DropEmpty: true, MergeUser: "merge"},
+		Preprocess: Preprocess{Strip: true, StripThink: true, DropEmpty: true, MergeUser: MergeUserMerge},
 		Check: Check{
 			ConnectTimeout:    5 * time.Second,
 			FirstByteTimeout:  60 * time.Second,

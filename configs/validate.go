@@ -32,7 +32,7 @@ func (c *Config) validate() Errors {
 	oneOf(&es, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&es, "log.format", c.Log.Format, "text", "json")
 	c.Logsink.validate(&es)
-	oneOf(&es, "preprocess.merge_user", c.Preprocess.MergeUser, "merge", "last", "off")
+	oneOf(&es, "preprocess.merge_user", c.Preprocess.MergeUser, MergeUserMerge, MergeUserLast, MergeUserOff)
 	c.Check.validate(&es)
 	c.Routing.validate(&es)
 

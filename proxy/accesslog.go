@@ -27,7 +27,11 @@ func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Dur
 			up.hists.ttft.Observe(time.Duration(rec.TTFTMs) * time.Millisecond)
 		}
 	}
-	s.metrics.countRequest(rec.Endpoint, rec.Model, name, rec.Status)
+	label := "other"
+	if st := s.state.Load(); st != nil {
+		label = st.table.Label(b2s(rec.Model))
+	}
+	s.metrics.countRequest(rec.Endpoint, label, name, rec.Status)
 	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
@@ -55,7 +59,7 @@ func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Dur
 // an access log line and a counter, not a record (SPEC §4.5).
 func (s *Server) reject(ctx *fasthttp.RequestCtx, ep logsink.Endpoint, e *apiError) {
 	writeError(ctx, e)
-	s.metrics.countRequest(ep, nil, "", e.Status)
+	s.metrics.countRequest(ep, "other", "", e.Status)
 	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}

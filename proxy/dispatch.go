@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strconv"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -16,8 +18,9 @@ import (
 // attemptError is one failed try of one upstream: the dispatch loop moves
 // on to the next candidate.
 type attemptError struct {
-	msg     string
+	msg     string // for the caller: names the client, never its address
 	timeout bool
+	cause   error // the transport error, for the log only; may be nil
 }
 
 func (e *attemptError) Error() string { return e.msg }
@@ -73,7 +76,7 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 			now := time.Now()
 			cooling := h.Fail(now, chk.FailureThreshold, chk.Cooldown)
 			if ok, held := up.hists.failures.allow(now, failureLogEvery); ok {
-				x.s.log.Warn("upstream failing", "upstream", up.cfg.Name, "err", err.msg,
+				x.s.log.Warn("upstream failing", "upstream", up.cfg.Name, "err", err.msg, "cause", err.cause,
 					"cooldown", cooling, "more_since_last_line", held)
 			}
 			last = err
@@ -185,14 +188,34 @@ func retryable(status int) bool {
 	return status >= 500 || status == fasthttp.StatusRequestTimeout || status == fasthttp.StatusTooManyRequests
 }
 
-// upstreamFailure names a transport error of up.
+// upstreamFailure names a transport error of up. The caller's text says
+// what happened in words of the client's name; the error itself, which
+// carries addresses, goes only to the log.
 func upstreamFailure(up *upstream, err error) *attemptError {
-	timeout := isTimeout(err)
-	msg := err.Error()
-	if timeout {
-		msg = "timeout"
+	return &attemptError{msg: up.cfg.Name + ": " + failureKind(err), timeout: isTimeout(err), cause: err}
+}
+
+// failureKind is the caller-facing words for a transport error.
+func failureKind(err error) string {
+	var op *net.OpError
+	switch {
+	case isTimeout(err):
+		return "timeout"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge), errors.Is(err, errAnswerTooLarge):
+		return "answer too large (over check_config.max_response_bytes)"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return "no free connection (max_conns reached)"
+	case errors.As(err, &op) && op.Op == "dial":
+		return "cannot connect"
+	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "connection closed before the answer was complete"
+	case errors.Is(err, sse.ErrEventTooLarge), errors.Is(err, sse.ErrPreambleTooLarge):
+		return "malformed stream (" + err.Error() + ")"
 	}
-	return &attemptError{msg: up.cfg.Name + ": " + msg, timeout: timeout}
+	return "invalid answer"
 }
 
 func isTimeout(err error) bool {

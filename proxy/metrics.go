@@ -37,9 +37,11 @@ type serverMetrics struct {
 	hists  map[string]*upstreamStats // by upstream name, kept across reloads
 }
 
-// requestKey labels gptapi_requests_total. model is the requested name;
-// the number of series is capped (maxRequestSeries), past it the model
-// label becomes "other" so callers cannot grow /metrics without bound.
+// requestKey labels gptapi_requests_total. model is the model_match value
+// that matched, or "other" (selector.Table.Label): a string of the config,
+// never the caller's, so neither the count nor the size of the series is
+// in a caller's hands. The count is still capped (maxRequestSeries) against
+// configs with huge value lists.
 type requestKey struct {
 	route    logsink.Endpoint
 	status   int
@@ -102,8 +104,8 @@ func (m *serverMetrics) upstream(name string) *upstreamStats {
 
 // countRequest adds one to gptapi_requests_total. No allocation once the
 // series exists.
-func (m *serverMetrics) countRequest(route logsink.Endpoint, model []byte, upstream string, status int) {
-	k := requestKey{route: route, status: status, upstream: upstream, model: b2s(model)}
+func (m *serverMetrics) countRequest(route logsink.Endpoint, model, upstream string, status int) {
+	k := requestKey{route: route, status: status, upstream: upstream, model: model}
 	if c := (*m.requests.Load())[k]; c != nil {
 		c.Inc()
 		return
@@ -115,7 +117,6 @@ func (m *serverMetrics) addSeries(k requestKey) *metrics.Counter {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := *m.requests.Load()
-	k.model = string([]byte(k.model)) // own the bytes: the caller's die with its request
 	if len(old) >= maxRequestSeries {
 		k.model = "other"
 	}

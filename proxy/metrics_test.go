@@ -122,9 +122,11 @@ func TestMetricsMoveByExactly(t *testing.T) {
 			t.Errorf("%s%v moved by %v, want %v", name, labels, got, want)
 		}
 	}
-	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "qwen-7b", "upstream": "up0", "status": "200"}, 3)
-	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "unknown-model", "upstream": "", "status": "404"}, 1)
-	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "", "upstream": "", "status": "400"}, 1)
+	// model is the model_match value that matched, else "other": never the
+	// caller's own text.
+	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "qwen", "upstream": "up0", "status": "200"}, 3)
+	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "other", "upstream": "", "status": "404"}, 1)
+	f("gptapi_requests_total", map[string]string{"route": "chat", "model": "other", "upstream": "", "status": "400"}, 1)
 	f("gptapi_upstream_latency_seconds_count", map[string]string{"upstream": "up0"}, 3)
 	f("gptapi_ttft_seconds_count", map[string]string{"upstream": "up0"}, 3)
 	f("gptapi_upstream_latency_seconds_bucket", map[string]string{"upstream": "up0", "le": "+Inf"}, 3)

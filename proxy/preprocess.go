@@ -12,43 +12,139 @@ import (
 // strip → strip_think (assistant only) → drop_empty → merge_user. It reports
 // false when nothing is left to send.
 func preprocess(r *request, a *fastjson.Arena, p *configs.Preprocess) bool {
-	merge := p.MergeUser == "merge" || p.MergeUser == "last"
+	merge := p.MergeUser == configs.MergeUserMerge || p.MergeUser == configs.MergeUserLast
 	if !p.Strip && !p.StripThink && !p.DropEmpty && !merge {
 		return true
 	}
 	msgs := r.obj.Get("messages").GetArray()
 	out := a.NewArray()
 	n := 0
-	var prev *fastjson.Value // last kept message, when it is a user one
+	mg := &r.merge
 	for _, m := range msgs {
 		content := m.Get("content")
+		role := m.GetStringBytes("role")
 		if content != nil {
-			assistant := string(m.GetStringBytes("role")) == "assistant"
-			content = cleanContent(r, a, content, p, assistant)
+			content = cleanContent(r, a, content, p, string(role) == "assistant")
 			m.Set("content", content)
 		}
 		if p.DropEmpty && isEmptyContent(content) && !hasToolCalls(m) && !isToolResult(m) {
 			continue
 		}
-		isUser := string(m.GetStringBytes("role")) == "user"
-		if merge && isUser && prev != nil {
-			if p.MergeUser == "last" {
+		isUser := string(role) == "user"
+		if merge && isUser && mg.msg != nil {
+			if p.MergeUser == configs.MergeUserLast {
 				out.SetArrayItem(n-1, m)
-				prev = m
+				mg.start(m, content)
 			} else {
-				prev.Set("content", mergeContent(r, a, prev.Get("content"), m.Get("content")))
+				mg.add(r, a, content)
 			}
 			continue
 		}
+		mg.finish(r, a)
 		out.SetArrayItem(n, m)
 		n++
-		prev = nil
-		if isUser {
-			prev = m
+		if merge && isUser {
+			mg.start(m, content)
 		}
 	}
+	mg.finish(r, a)
 	r.obj.Set("messages", out)
 	return n > 0
+}
+
+// merger joins a run of consecutive user messages into the first one, in
+// one pass: texts are appended to one buffer and turned into a string once
+// the run ends, parts are appended to one array. Re-joining the text so far
+// at each message would make a run of n messages cost O(n²).
+//
+// Two plain texts join with a blank line between them; once a parts array
+// has joined, the run's content is a parts array and each plain text after
+// it becomes a text part of its own (SPEC §4.2).
+type merger struct {
+	msg    *fastjson.Value // the run's first message, which receives the content; nil outside a run
+	first  *fastjson.Value // its content, read only once a second message joins
+	merged bool            // more than one message joined
+	text   bool            // every content so far is plain text: buf holds the join
+	buf    []byte
+	parts  *fastjson.Value // the parts array once text is false
+	n      int             // items in parts
+}
+
+func (mg *merger) start(m, content *fastjson.Value) {
+	mg.msg, mg.first, mg.merged = m, content, false
+}
+
+func (mg *merger) add(r *request, a *fastjson.Arena, content *fastjson.Value) {
+	if !mg.merged {
+		mg.merged, mg.n = true, 0
+		mg.buf = mg.buf[:0]
+		if s, ok := textOf(mg.first); ok {
+			mg.text = true
+			mg.buf = append(mg.buf, s...)
+		} else {
+			mg.text = false
+			mg.parts = a.NewArray()
+			mg.addParts(a, mg.first)
+		}
+	}
+	if mg.text {
+		if s, ok := textOf(content); ok {
+			if len(s) > 0 {
+				if len(mg.buf) > 0 {
+					mg.buf = append(mg.buf, "\n\n"...)
+				}
+				mg.buf = append(mg.buf, s...)
+			}
+			return
+		}
+		// A parts array joins: the text so far becomes the first part.
+		mg.text = false
+		mg.parts = a.NewArray()
+		if len(mg.buf) > 0 {
+			mg.addText(a, a.NewString(r.newText(b2s(mg.buf))))
+		}
+	}
+	mg.addParts(a, content)
+}
+
+func (mg *merger) addParts(a *fastjson.Arena, v *fastjson.Value) {
+	if v == nil {
+		return
+	}
+	switch v.Type() {
+	case fastjson.TypeArray:
+		for _, p := range v.GetArray() {
+			mg.parts.SetArrayItem(mg.n, p)
+			mg.n++
+		}
+	case fastjson.TypeString:
+		if b, _ := v.StringBytes(); len(b) > 0 {
+			mg.addText(a, v)
+		}
+	}
+}
+
+func (mg *merger) addText(a *fastjson.Arena, s *fastjson.Value) {
+	p := a.NewObject()
+	p.Set("type", a.NewString("text"))
+	p.Set("text", s)
+	mg.parts.SetArrayItem(mg.n, p)
+	mg.n++
+}
+
+// finish ends the run, if any: its first message gets the joined content.
+func (mg *merger) finish(r *request, a *fastjson.Arena) {
+	if mg.msg == nil {
+		return
+	}
+	if mg.merged {
+		if mg.text {
+			mg.msg.Set("content", a.NewString(r.newText(b2s(mg.buf))))
+		} else {
+			mg.msg.Set("content", mg.parts)
+		}
+	}
+	mg.msg, mg.first, mg.parts = nil, nil, nil
 }
 
 // cleanContent strips a message's text: a string content, or the text parts
@@ -193,57 +289,15 @@ func isToolResult(m *fastjson.Value) bool {
 	return role == "tool" || role == "function"
 }
 
-// mergeContent joins two consecutive user contents: two strings with a blank
-// line between; otherwise a parts array, a string becoming a text part.
-func mergeContent(r *request, a *fastjson.Arena, x, y *fastjson.Value) *fastjson.Value {
-	xs, xok := textOf(x)
-	ys, yok := textOf(y)
-	if xok && yok {
-		switch {
-		case xs == "":
-			return a.NewString(ys)
-		case ys == "":
-			return a.NewString(xs)
-		}
-		return a.NewString(r.newText(xs, "\n\n", ys))
-	}
-	parts := a.NewArray()
-	n := 0
-	add := func(v *fastjson.Value) {
-		if v == nil {
-			return
-		}
-		switch v.Type() {
-		case fastjson.TypeArray:
-			for _, p := range v.GetArray() {
-				parts.SetArrayItem(n, p)
-				n++
-			}
-		case fastjson.TypeString:
-			b, _ := v.StringBytes()
-			if len(b) == 0 {
-				return
-			}
-			p := a.NewObject()
-			p.Set("type", a.NewString("text"))
-			p.Set("text", v)
-			parts.SetArrayItem(n, p)
-			n++
-		}
-	}
-	add(x)
-	add(y)
-	return parts
-}
-
-// textOf returns a string or null content as text.
-func textOf(v *fastjson.Value) (string, bool) {
+// textOf returns a string or null content as text; the bytes are the
+// value's own, valid while the request lives.
+func textOf(v *fastjson.Value) ([]byte, bool) {
 	if v == nil || v.Type() == fastjson.TypeNull {
-		return "", true
+		return nil, true
 	}
 	if v.Type() == fastjson.TypeString {
 		b, _ := v.StringBytes()
-		return string(b), true
+		return b, true
 	}
-	return "", false
+	return nil, false
 }

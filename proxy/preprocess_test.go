@@ -75,6 +75,16 @@ func TestPreprocess(t *testing.T) {
 	// a plain message merged with a parts message becomes a text part.
 	f(allOn, `[{"role":"user","content":"first"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"u"}}]}]`,
 		`[{"role":"user","content":[{"type":"text","text":"first"},{"type":"image_url","image_url":{"url":"u"}}]}]`)
+	// a run of three texts joins once; a later parts array makes the run's
+	// content parts, and each text after it is a part of its own.
+	f(allOn, `[{"role":"user","content":"a"},{"role":"user","content":null},{"role":"user","content":"b"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"u"}}]},{"role":"user","content":"c"},{"role":"user","content":"d"}]`,
+		`[{"role":"user","content":[{"type":"text","text":"a\n\nb"},{"type":"image_url","image_url":{"url":"u"}},{"type":"text","text":"c"},{"type":"text","text":"d"}]}]`)
+	// a parts array first: texts that follow are parts.
+	f(allOn, `[{"role":"user","content":[{"type":"text","text":"p"}]},{"role":"user","content":"q"},{"role":"assistant","content":"r"},{"role":"user","content":"s"},{"role":"user","content":"t"}]`,
+		`[{"role":"user","content":[{"type":"text","text":"p"},{"type":"text","text":"q"}]},{"role":"assistant","content":"r"},{"role":"user","content":"s\n\nt"}]`)
+	// merge_user last after a merge-less run.
+	f(configs.Preprocess{MergeUser: "last"}, `[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"},{"role":"user","content":"d"}]`,
+		`[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"d"}]`)
 	// nothing left: 400.
 	f(allOn, `[{"role":"user","content":"  "},{"role":"assistant","content":"<think>x</think>"}]`, "400")
 	// unicode and escapes survive a rewrite.

@@ -25,17 +25,37 @@ type request struct {
 	// attempt starts from the caller's values (nil = absent).
 	maxTokens, maxCompletionTokens, stop, streamOptions, modelValue *fastjson.Value
 	callerStops                                                     []string // point into the body
+	stopSeen                                                        map[string]struct{}
 
 	// text holds strings preprocessing makes (views of it are given to the
 	// arena). It is only appended to while the request lives, so views stay
 	// valid even when it grows.
 	text []byte
+
+	merge merger // preprocess's merge_user state
 }
 
 func (r *request) reset() {
 	clear(r.callerStops)
-	*r = request{callerStops: r.callerStops[:0], text: r.text[:0]}
+	seen, stops, text, join := r.stopSeen, r.callerStops[:0], r.text[:0], r.merge.buf[:0]
+	if cap(stops) > maxKeptStops {
+		// a map once grown for a huge stop list keeps its buckets
+		seen, stops = nil, nil
+	}
+	if cap(text) > maxKeptText {
+		text = nil
+	}
+	if cap(join) > maxKeptText {
+		join = nil
+	}
+	*r = request{callerStops: stops, text: text, stopSeen: seen, merge: merger{buf: join}}
 }
+
+// maxKeptText is the largest text scratch a pooled request keeps.
+const maxKeptText = 1 << 20
+
+// maxKeptStops is the largest stop list whose scratch a pooled request keeps.
+const maxKeptStops = 256
 
 // newText returns a string of the concatenation of parts, stored in r.text.
 func (r *request) newText(parts ...string) string {
@@ -45,6 +65,10 @@ func (r *request) newText(parts ...string) string {
 	}
 	return b2s(r.text[start:])
 }
+
+// maxModelBytes bounds the model name (SPEC §3): it reaches logs, the
+// record and the matcher, so its size must not be the caller's to choose.
+const maxModelBytes = 256
 
 // parse validates the caller's body for endpoint ep (SPEC §3, 400 cases).
 func (r *request) parse(p *fastjson.Parser, body []byte, ep logsink.Endpoint) *apiError {
@@ -76,6 +100,9 @@ func (r *request) parse(p *fastjson.Parser, body []byte, ep logsink.Endpoint) *a
 	r.modelValue = m
 	if len(r.model) == 0 {
 		return badRequest("Field 'model' must not be empty.")
+	}
+	if len(r.model) > maxModelBytes {
+		return badRequest("Field 'model' is longer than 256 bytes.")
 	}
 
 	if s := o.Get("stream"); s != nil {
@@ -197,24 +224,7 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 	clamp(o, a, "max_completion_tokens", r.maxCompletionTokens, c.MaxTokens)
 
 	if len(c.Stop) > 0 {
-		arr := a.NewArray()
-		n := 0
-		add := func(s string) {
-			for _, e := range arr.GetArray() {
-				if b, _ := e.StringBytes(); string(b) == s {
-					return
-				}
-			}
-			arr.SetArrayItem(n, a.NewString(s))
-			n++
-		}
-		for _, s := range r.callerStops {
-			add(s)
-		}
-		for _, s := range c.Stop {
-			add(s)
-		}
-		o.Set("stop", arr)
+		o.Set("stop", r.mergeStops(a, c.Stop))
 	} else if r.stop != nil {
 		o.Set("stop", r.stop)
 	}
@@ -234,6 +244,32 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 	dst = r.root.MarshalTo(dst)
 	r.undo()
 	return dst
+}
+
+// mergeStops returns the caller's stops followed by the client's, each once,
+// in order (SPEC §4.3). A set keeps it linear in the number of stops.
+func (r *request) mergeStops(a *fastjson.Arena, client []string) *fastjson.Value {
+	if r.stopSeen == nil {
+		r.stopSeen = make(map[string]struct{}, len(r.callerStops)+len(client))
+	}
+	arr := a.NewArray()
+	n := 0
+	add := func(s string) {
+		if _, dup := r.stopSeen[s]; dup {
+			return
+		}
+		r.stopSeen[s] = struct{}{}
+		arr.SetArrayItem(n, a.NewString(s))
+		n++
+	}
+	for _, s := range r.callerStops {
+		add(s)
+	}
+	for _, s := range client {
+		add(s)
+	}
+	clear(r.stopSeen)
+	return arr
 }
 
 // undo removes keys an attempt added that the caller did not send, so the

@@ -39,9 +39,37 @@ var streamBodyPool = sync.Pool{New: func() any {
 }}
 
 var (
-	errCallerGone = errors.New("the caller closed the connection")
-	errShutdown   = errors.New("gptapi is shutting down")
+	errCallerGone     = errors.New("the caller closed the connection")
+	errShutdown       = errors.New("gptapi is shutting down")
+	errRetrying       = errors.New("proxy: failing over")
+	errAnswerTooLarge = errors.New("proxy: answer larger than check_config.max_response_bytes")
 )
+
+// appendLimited appends what r gives, up to its end, to dst; more than max
+// bytes is errAnswerTooLarge, with at most max+1 of them read.
+func appendLimited(dst []byte, r io.Reader, max int) ([]byte, error) {
+	if r == nil {
+		return dst, nil
+	}
+	start := len(dst)
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		room := min(cap(dst)-len(dst), max+1-(len(dst)-start))
+		n, err := r.Read(dst[len(dst) : len(dst)+room])
+		dst = dst[:len(dst)+n]
+		if len(dst)-start > max {
+			return dst[:start], errAnswerTooLarge
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst[:start], err
+		}
+	}
+}
 
 // tryStream is one streaming attempt. It returns nil once the upstream's
 // first event is in hand and the stream is handed to fasthttp, or when the
@@ -61,15 +89,23 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	}
 	status := resp.StatusCode()
 	if status != fasthttp.StatusOK {
-		body := resp.Body() // reads and closes the upstream body stream
 		if retryable(status) {
+			closeUpstream(resp, errRetrying)
 			fasthttp.ReleaseResponse(resp)
 			return &attemptError{msg: up.cfg.Name + ": upstream answered " + strconv.Itoa(status)}
+		}
+		// The upstream's own refusal is relayed as it is, read within the
+		// bound of a non-stream answer.
+		x.scr, err = appendLimited(x.scr[:0], resp.BodyStream(), x.st.cfg.Check.MaxResponseBytes)
+		closeUpstream(resp, err)
+		if err != nil {
+			fasthttp.ReleaseResponse(resp)
+			return upstreamFailure(up, err)
 		}
 		ctx.SetStatusCode(status)
 		ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 		ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
-		ctx.Response.SetBody(body)
+		ctx.Response.SetBody(x.scr)
 		x.rec.TTFTMs = time.Since(x.start).Milliseconds()
 		x.served = up
 		fasthttp.ReleaseResponse(resp)

@@ -69,6 +69,10 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 		up.auth = "Bearer " + c.APIKey
 	}
 	up.plain = up.hostClient(c, chk.ConnectTimeout, chk.FirstByteTimeout, 0)
+	// fasthttp refuses a body over the limit before reading it, whether its
+	// Content-Length says so or its chunks add up to it: an upstream cannot
+	// make gptapi allocate what it declares.
+	up.plain.MaxResponseBodySize = chk.MaxResponseBytes
 	up.stream = up.hostClient(c, chk.ConnectTimeout, chk.FirstByteTimeout, chk.StreamIdleTimeout)
 	return up, nil
 }

@@ -69,3 +69,26 @@ func asciiLower(s string) string {
 	}
 	return string(b)
 }
+
+// Label returns the model_match value through which model matches an
+// upstream (the first such upstream in config order), or "other". Metrics
+// label requests with it: a value from the config, never the caller's text,
+// so callers cannot grow the number or size of series.
+func (t *Table) Label(model string) string {
+	for i := range t.ups {
+		if t.ups[i].Exact {
+			for _, v := range t.ups[i].Values {
+				if v == model {
+					return v
+				}
+			}
+			continue
+		}
+		for j, v := range t.folded[i] {
+			if containsFold(model, v) {
+				return t.ups[i].Values[j]
+			}
+		}
+	}
+	return "other"
+}

@@ -141,3 +141,22 @@ func FuzzContainsFold(f *testing.F) {
 		}
 	})
 }
+
+func TestLabel(t *testing.T) {
+	tb := New([]Upstream{
+		{Name: "a", Exact: true, Values: []string{"gpt-4o", "Qwen-72B"}},
+		{Name: "b", Values: []string{"Llama", "qwen"}},
+	}, nil)
+	f := func(model, want string) {
+		t.Helper()
+		if got := tb.Label(model); got != want {
+			t.Errorf("Label(%q) = %q, want %q", model, got, want)
+		}
+	}
+	f("gpt-4o", "gpt-4o")
+	f("Qwen-72B", "Qwen-72B") // exact client first, in config order
+	f("qwen-7b", "qwen")      // keyword: the configured spelling, not the caller's
+	f("META-LLAMA-3", "Llama")
+	f("gpt-4o-mini", "other")
+	f(strings.Repeat("x", 1<<20), "other")
+}

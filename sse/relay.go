@@ -13,6 +13,22 @@ var ErrUpstreamError = errors.New("sse: the upstream ended the stream with an er
 
 var errNotStarted = errors.New("sse: relay used before Start")
 
+// MaxPreambleBytes bounds what an upstream may send before its first data
+// event (comments, keep-alives, unknown fields). A server sends a few
+// keep-alive comments while it prefills; more than this is a broken or
+// hostile one, and the bytes would otherwise pile up in memory waiting for
+// the first event.
+const MaxPreambleBytes = 64 << 10
+
+// ErrPreambleTooLarge is Start's error when more than MaxPreambleBytes
+// arrived before the first data event.
+var ErrPreambleTooLarge = errors.New("sse: more than 64 KiB before the first data event")
+
+// maxUsageSlack is how far past CollectLimit usage-carrying chunks may
+// still grow Collect, so the record keeps its token counts without an
+// upstream being able to grow it without bound with usage chunks.
+const maxUsageSlack = 64 << 10
+
 // Relay copies one upstream SSE body to the caller event by event, through
 // the Rewriter, and keeps what the caller got for the request record.
 //
@@ -141,8 +157,9 @@ func (r *Relay) resetStream() {
 
 // Start begins relaying src. It reads until the first event that carries
 // data has arrived; comment-only events before it are kept and relayed
-// later. It returns the read error, or io.ErrUnexpectedEOF if src ends
-// first, so the proxy can still fail over: nothing has reached the caller.
+// later. It returns the read error, io.ErrUnexpectedEOF if src ends first,
+// or ErrPreambleTooLarge, so the proxy can still fail over: nothing has
+// reached the caller.
 // Calling Start again (for the next upstream) starts over, keeping the
 // Rewriter's settings.
 func (r *Relay) Start(src io.Reader) error {
@@ -150,6 +167,7 @@ func (r *Relay) Start(src io.Reader) error {
 	r.sc.Reset(src)
 	r.src, _ = src.(BufferedReader)
 	r.started = true
+	preamble := 0
 	for {
 		ev, err := r.sc.Next()
 		if err != nil {
@@ -157,6 +175,11 @@ func (r *Relay) Start(src io.Reader) error {
 				err = io.ErrUnexpectedEOF
 			}
 			return err
+		}
+		if ev.Data == nil {
+			if preamble += len(ev.Raw); preamble > MaxPreambleBytes {
+				return ErrPreambleTooLarge
+			}
 		}
 		r.relay(ev)
 		if ev.Data != nil {
@@ -306,15 +329,21 @@ func (r *Relay) relay(ev Event) {
 	r.collect()
 }
 
-// collect appends the last event's payload to Collect, within CollectLimit.
+// collect appends the last event's payload to Collect, within CollectLimit;
+// usage-carrying chunks may go maxUsageSlack past it.
 func (r *Relay) collect() {
-	if r.CollectCut && !r.Rewriter.usage {
+	usage := r.Rewriter.usage
+	if r.CollectCut && !usage {
 		return
+	}
+	limit := r.CollectLimit
+	if usage {
+		limit += maxUsageSlack
 	}
 	n := len(r.Collect)
 	r.Collect = r.Rewriter.AppendData(r.Collect)
 	r.Collect = append(r.Collect, '\n')
-	if r.CollectLimit > 0 && len(r.Collect) > r.CollectLimit && !r.Rewriter.usage {
+	if r.CollectLimit > 0 && len(r.Collect) > limit {
 		r.Collect = r.Collect[:n]
 		r.CollectCut = true
 	}

@@ -300,6 +300,43 @@ func TestRelayStartErrors(t *testing.T) {
 	f(&failReader{b: []byte(": OPENROUTER PROCESSING\n\n"), err: boom}, boom)
 	f(&failReader{b: []byte("data: {\"choices\":[]"), err: boom}, boom)
 	f(strings.NewReader("data: {}\n\n"), nil)
+	// Keep-alives before the first event are bounded: just under the bound
+	// passes, one more comment fails the attempt instead of piling up.
+	ping := ":\n\n"
+	under := strings.Repeat(ping, MaxPreambleBytes/len(ping))
+	f(strings.NewReader(under+"data: {}\n\n"), nil)
+	f(strings.NewReader(under+ping+"data: {}\n\n"), ErrPreambleTooLarge)
+	f(&endlessReader{s: ping}, ErrPreambleTooLarge)
+}
+
+// endlessReader repeats s forever.
+type endlessReader struct{ s string }
+
+func (e *endlessReader) Read(p []byte) (int, error) {
+	n := 0
+	for n+len(e.s) <= len(p) {
+		n += copy(p[n:], e.s)
+	}
+	return n, nil
+}
+
+// An upstream that keeps sending usage chunks past the collect limit grows
+// the record by at most the usage slack.
+func TestRelayCollectUsageBounded(t *testing.T) {
+	usage := "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n"
+	in := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n" + strings.Repeat(usage, 20000) + "data: [DONE]\n\n"
+	r := &Relay{CollectLimit: 1024}
+	r.Reset()
+	r.Rewriter.Reset("", "", true)
+	if err := r.Start(strings.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.WriteTo(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !r.CollectCut || len(r.Collect) > 1024+maxUsageSlack+len(usage) {
+		t.Fatalf("CollectCut %v, %d bytes collected from %d of usage chunks", r.CollectCut, len(r.Collect), 20000*len(usage))
+	}
 }
 
 func TestRelayStartKeepsComments(t *testing.T) {
