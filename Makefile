@@ -58,6 +58,7 @@ endef
 deps:
 	$(call need,gcc,gcc)
 	$(call need,python3,python3)
+	$(call need,promtool,prometheus)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -7,7 +7,7 @@ them and checks what callers and upstreams see, what lands in the SQLite
 records, and how load balancing behaves. Python 3.11 standard library only.
 
     python3 GPT_API_TESTS/test_runner_enhanced.py --api-version go \\
-        --stage phase1|phase2|phase3|phase4|all [--binary PATH] [-k SUBSTRING] [-v]
+        --stage phase1|phase2|phase3|phase4|keepword|all [--binary PATH] [-k SUBSTRING] [-v]
 
 Prints `PASS name` or `FAIL name: reason` per check and ends with
 `N passed, M failed`; exits non-zero when a check failed.
@@ -29,9 +29,10 @@ from e2e_infra import Runner, kill_all, new_tmpdir, track  # noqa: E402
 import e2e_phase1  # noqa: E402
 import e2e_phase2  # noqa: E402
 import e2e_phase3  # noqa: E402
+import e2e_keepword  # noqa: E402
 
 REPO = os.path.dirname(HERE)
-STAGES = ["phase1", "phase2", "phase3", "phase4"]
+STAGES = ["phase1", "phase2", "phase3", "phase4", "keepword"]
 
 
 def build(tmp):
@@ -115,6 +116,7 @@ def main(argv=None):
             "phase2": e2e_phase2.groups(),
             "phase3": e2e_phase3.groups(),
             "phase4": [phase4],
+            "keepword": e2e_keepword.groups(),
         }
         for st in stages:
             for g in plan[st]:

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +77,9 @@ func (t *throttle) allow(now time.Time, every time.Duration) (bool, int64) {
 }
 
 func newServerMetrics(s *Server) *serverMetrics {
+	// The library's own # TYPE lines are hints for families missing from
+	// families (appendExposition).
+	metrics.ExposeMetadata(true)
 	m := &serverMetrics{set: metrics.NewSet(), hists: make(map[string]*upstreamStats)}
 	empty := make(map[requestKey]*metrics.Counter)
 	m.requests.Store(&empty)
@@ -186,8 +191,135 @@ func (m *serverMetrics) writeDynamic(w io.Writer, s *Server) {
 
 func (s *Server) handleMetrics(ctx *fasthttp.RequestCtx) {
 	s.begin(ctx)
-	ctx.SetContentType("text/plain; version=0.0.4")
-	s.metrics.set.WritePrometheus(ctx)
+	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	var raw bytes.Buffer
+	s.metrics.set.WritePrometheus(&raw)
+	ctx.SetBody(appendExposition(nil, raw.Bytes()))
+}
+
+// family is the metadata of one metric family on /metrics.
+type family struct{ typ, help string }
+
+// families gives every family gptapi shows its # TYPE and # HELP (SPEC
+// §4.6): add the line with the metric. A family missing here still gets
+// both (the type the metrics library declared, else untyped, and a generic
+// help), so /metrics stays valid exposition whatever is added to it.
+var families = map[string]family{
+	"gptapi_requests_total":             {"counter", "Requests answered, by route, model_match value that matched, upstream and status."},
+	"gptapi_upstream_latency_seconds":   {"histogram", "Time from the request's arrival to the last byte of the answer, by upstream that served it."},
+	"gptapi_ttft_seconds":               {"histogram", "Time from the request's arrival to the first byte of the answer (first content chunk for streams), by upstream."},
+	"gptapi_active_streams":             {"gauge", "Streams being relayed now."},
+	"gptapi_logsink_queue_depth":        {"gauge", "Request records waiting in memory for the database writer."},
+	"gptapi_logsink_written_total":      {"counter", "Request records committed to the database."},
+	"gptapi_logsink_spilled_total":      {"counter", "Request records written to the spill folder instead of the queue."},
+	"gptapi_logsink_dropped_total":      {"counter", "Request records lost because the database and the spill folder both refused them."},
+	"gptapi_config_reloads_total":       {"counter", "Config reloads, by result."},
+	"gptapi_upstream_cooldown":          {"gauge", "1 while the upstream is in cooldown after consecutive failures, else 0."},
+	"gptapi_upstream_inflight":          {"gauge", "Requests this gptapi has open to the upstream."},
+	"gptapi_upstream_waiting":           {"gauge", "Requests waiting in the upstream's queue, as last read from its metrics_url."},
+	"gptapi_route_total":                {"counter", "Requests by why their first upstream was first (the record's route)."},
+	"gptapi_prompt_cached_tokens_total": {"counter", "Prompt tokens the upstream reported as served from its cache."},
+}
+
+// appendExposition appends the Prometheus text of src with every family
+// together and preceded by its # HELP and # TYPE lines. Metadata lines in
+// src (the metrics library's, when enabled) are read as hints and replaced.
+// Not on the request path: it allocates freely.
+func appendExposition(dst, src []byte) []byte {
+	type fam struct {
+		name  string
+		lines []byte
+	}
+	var order []*fam
+	byName := make(map[string]*fam)
+	hintType := make(map[string]string)
+	hintHelp := make(map[string]string)
+	typeOf := func(name string) string {
+		if f, ok := families[name]; ok {
+			return f.typ
+		}
+		return hintType[name]
+	}
+	for len(src) > 0 {
+		line := src
+		if i := bytes.IndexByte(src, '\n'); i >= 0 {
+			line, src = src[:i], src[i+1:]
+		} else {
+			src = nil
+		}
+		line = bytes.TrimRight(line, "\r ")
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] == '#' {
+			f := strings.Fields(string(line))
+			if len(f) >= 3 && f[1] == "TYPE" {
+				hintType[f[2]] = f[len(f)-1]
+			} else if len(f) >= 4 && f[1] == "HELP" {
+				hintHelp[f[2]] = strings.Join(f[3:], " ")
+			}
+			continue
+		}
+		end := bytes.IndexAny(line, "{ ")
+		if end < 0 {
+			continue // not a sample
+		}
+		name := string(line[:end])
+		for _, suf := range [...]string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suf); ok {
+				if t := typeOf(base); t == "histogram" || t == "summary" {
+					name = base
+				}
+				break
+			}
+		}
+		f := byName[name]
+		if f == nil {
+			f = &fam{name: name}
+			byName[name] = f
+			order = append(order, f)
+		}
+		f.lines = append(append(f.lines, line...), '\n')
+	}
+	for _, f := range order {
+		d, ok := families[f.name]
+		if !ok {
+			d = family{typ: hintType[f.name], help: hintHelp[f.name]}
+		}
+		if d.typ == "" {
+			d.typ = "untyped"
+		}
+		if d.help == "" {
+			d.help = "gptapi metric " + f.name + "."
+		}
+		dst = append(dst, "# HELP "...)
+		dst = append(dst, f.name...)
+		dst = append(dst, ' ')
+		dst = appendHelpText(dst, d.help)
+		dst = append(dst, "\n# TYPE "...)
+		dst = append(dst, f.name...)
+		dst = append(dst, ' ')
+		dst = append(dst, d.typ...)
+		dst = append(dst, '\n')
+		dst = append(dst, f.lines...)
+	}
+	return dst
+}
+
+// appendHelpText escapes a # HELP text as the format asks: backslash and
+// line feed.
+func appendHelpText(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			dst = append(dst, `\\`...)
+		case '\n':
+			dst = append(dst, `\n`...)
+		default:
+			dst = append(dst, s[i])
+		}
+	}
+	return dst
 }
 
 // bucketBounds are the histogram's upper bounds in seconds: 1 ms to 60 s,

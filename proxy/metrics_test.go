@@ -180,3 +180,89 @@ func TestThrottle(t *testing.T) {
 	f(11*time.Second, false, 0)
 	f(30*time.Second, true, 1)
 }
+
+// TestMetricsExposition holds SPEC §4.6: every family comes together,
+// preceded by a non-empty # HELP and a # TYPE, histograms with their
+// _bucket, _sum and _count under the one family.
+func TestMetricsExposition(t *testing.T) {
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"choices":[{"index":0,"message":{"content":"ok"}}]}`)
+	})
+	srv, addr := startProxy(t, testConfig(up), nil)
+	if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	srv.CountReload(true)
+	_, body, err := fasthttp.Get(nil, "http://"+addr+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parseProm(t, string(body))
+	help, typ := map[string]string{}, map[string]string{}
+	done := map[string]bool{}
+	cur := ""
+	for _, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		f := strings.Fields(line)
+		if f[0] == "#" {
+			if len(f) < 4 {
+				t.Fatalf("metadata line without text: %q", line)
+			}
+			if f[1] == "HELP" {
+				if done[f[2]] || help[f[2]] != "" {
+					t.Fatalf("family %s described twice", f[2])
+				}
+				help[f[2]] = strings.Join(f[3:], " ")
+				if cur != "" {
+					done[cur] = true
+				}
+				cur = f[2]
+			} else {
+				typ[f[2]] = f[3]
+			}
+			continue
+		}
+		name := f[0][:strings.IndexAny(f[0]+"{", "{")]
+		fam := name
+		if typ[cur] == "histogram" {
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if b, ok := strings.CutSuffix(name, suf); ok && b == cur {
+					fam = b
+				}
+			}
+		}
+		if fam != cur || help[fam] == "" || typ[fam] == "" {
+			t.Fatalf("sample %q outside its family's block (in %q)", line, cur)
+		}
+	}
+	f := func(name, want string) {
+		t.Helper()
+		if typ[name] != want {
+			t.Errorf("# TYPE %s = %q, want %q", name, typ[name], want)
+		}
+	}
+	f("gptapi_requests_total", "counter")
+	f("gptapi_config_reloads_total", "counter")
+	f("gptapi_active_streams", "gauge")
+	f("gptapi_upstream_cooldown", "gauge")
+	f("gptapi_upstream_latency_seconds", "histogram")
+	f("gptapi_ttft_seconds", "histogram")
+}
+
+func TestAppendExposition(t *testing.T) {
+	f := func(in, want string) {
+		t.Helper()
+		if got := string(appendExposition(nil, []byte(in))); got != want {
+			t.Errorf("appendExposition(%q)\ngot  %q\nwant %q", in, got, want)
+		}
+	}
+	// An undescribed family takes the library's type, else untyped; a
+	// family split in two comes together.
+	f("# HELP x_total\n# TYPE x_total counter\nx_total 1\ny 2\nx_total{a=\"b\"} 3\n",
+		"# HELP x_total gptapi metric x_total.\n# TYPE x_total counter\nx_total 1\nx_total{a=\"b\"} 3\n"+
+			"# HELP y gptapi metric y.\n# TYPE y untyped\ny 2\n")
+	f("gptapi_ttft_seconds_bucket{le=\"+Inf\"} 1\ngptapi_ttft_seconds_sum 0.5\ngptapi_ttft_seconds_count 1\n",
+		"# HELP gptapi_ttft_seconds "+families["gptapi_ttft_seconds"].help+"\n# TYPE gptapi_ttft_seconds histogram\n"+
+			"gptapi_ttft_seconds_bucket{le=\"+Inf\"} 1\ngptapi_ttft_seconds_sum 0.5\ngptapi_ttft_seconds_count 1\n")
+	f("", "")
+}
