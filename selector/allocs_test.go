@@ -38,3 +38,27 @@ func TestAllocsHealth(t *testing.T) {
 		t.Fatalf("Health allocates %.1f times, want 0", allocs)
 	}
 }
+
+func TestAllocsRoute(t *testing.T) {
+	for _, s := range []Strategy{Weighted, LeastLoaded, Prefix} {
+		for _, size := range []int{1 << 10, 48 << 10, 4 << 20} {
+			t.Run(fmt.Sprint(s, "/", size), func(t *testing.T) {
+				tb := benchRouted(s, 8)
+				msgs := chatMessages(size)
+				p := new(Prompt)
+				chatPrompt(p, msgs)
+				tb.Learn(1, p, t0)
+				cands := make([]int, 0, 8)
+				allocs := testing.AllocsPerRun(20, func() {
+					chatPrompt(p, msgs)
+					cands = tb.Match(cands[:0], "Qwen2.5-72B-Instruct")
+					tb.Route(cands, t0, p)
+					tb.Learn(cands[0], p, t0)
+				})
+				if allocs != 0 {
+					t.Fatalf("routing allocates %.1f times, want 0", allocs)
+				}
+			})
+		}
+	}
+}

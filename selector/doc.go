@@ -16,6 +16,19 @@
 // ordered among themselves by the same rules, so that a request still has
 // somewhere to go when everything is cooling.
 //
+// Route orders candidates as Order does and then lets the table's strategy
+// (SPEC §4.7) pick which of the weighted candidates not in cooldown goes
+// first: Weighted keeps A-Res; LeastLoaded takes the least loaded (Load:
+// requests in flight plus the upstream's queue read from its metrics, over
+// priority; ties by A-Res); Prefix takes the upstream that served the
+// longest leading part of the prompt (Prompt cuts it into xxh3-chained
+// block keys, Index remembers in bounded memory who served each), unless
+// it is overloaded next to the least loaded, and places prompts it knows
+// nothing binding about by weighted rendezvous hashing of their placement
+// key (D. G. Thaler and C. V. Ravishankar, "Using name-based mappings to
+// increase hit rates", IEEE/ACM ToN 6(1), 1998, with weights as in A-Res),
+// so that every gateway with the same config agrees.
+//
 // Health counts consecutive failures and holds the cooldown deadline in
 // atomics; the proxy keeps one Health per client name across config reloads.
 //

@@ -25,13 +25,29 @@ type Table struct {
 	// invPrio is 1/Priority for weighted upstreams and 0 for standby ones,
 	// turning the per-request A-Res key into a multiplication.
 	invPrio []float64
+
+	// Routing (route.go): names for rendezvous hashing, loads, and for
+	// the prefix strategy the index and each upstream's id in it.
+	names    []string
+	loads    []*Load
+	strategy Strategy
+	stale    int64 // ns
+	balAbs   float64
+	balRel   float64
+	index    *Index
+	ids      []uint16
 }
 
-// New builds a Table from ups in config order. health[i] belongs to ups[i];
-// nil entries, and entries missing because health is shorter than ups, get a
-// fresh Health. Passing the previous Health values keeps failure counts and
-// cooldowns across config reloads. ups is copied, Values included.
+// New builds a Table from ups in config order, with the weighted strategy.
+// health[i] belongs to ups[i]; nil entries, and entries missing because
+// health is shorter than ups, get a fresh Health. Passing the previous Health
+// values keeps failure counts and cooldowns across config reloads. ups is
+// copied, Values included. NewWith adds a routing strategy.
 func New(ups []Upstream, health []*Health) *Table {
+	return NewWith(ups, Options{Health: health})
+}
+
+func newTable(ups []Upstream, health []*Health) *Table {
 	t := &Table{
 		ups:     make([]Upstream, len(ups)),
 		health:  make([]*Health, len(ups)),
