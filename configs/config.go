@@ -226,7 +226,33 @@ type Routing struct {
 	// PollInterval is how often each client's metrics_url is read. A
 	// reading older than three intervals is ignored. By default 1s.
 	PollInterval time.Duration `koanf:"poll_interval"`
+	// BlockBytes is the size of the blocks the prefix strategy cuts a
+	// prompt into; a match counts whole blocks. By default 1024.
+	BlockBytes int `koanf:"block_bytes"`
+	// KeyBytes bounds the placement key: the system prompt and up to this
+	// much of the first user message (chat), or the prompt's first
+	// KeyBytes bytes. By default 4096.
+	KeyBytes int `koanf:"key_bytes"`
+	// IndexBytes is the memory of the prefix index, 16 bytes per block
+	// remembered; the oldest are forgotten past it. By default 32 MiB.
+	IndexBytes int `koanf:"index_bytes"`
+	// BalanceAbs and BalanceRel say when the upstream holding a prompt is
+	// overloaded: its load (requests in flight plus queue, over priority)
+	// exceeds the least loaded candidate's by more than BalanceAbs and is
+	// more than BalanceRel times it; the least loaded then goes first.
+	// By default 8 and 1.5.
+	BalanceAbs float64 `koanf:"balance_abs"`
+	BalanceRel float64 `koanf:"balance_rel"`
 }
+
+// Routing defaults of the prefix strategy.
+const (
+	DefaultBlockBytes = 1024
+	DefaultKeyBytes   = 4096
+	DefaultIndexBytes = 32 << 20
+	DefaultBalanceAbs = 8
+	DefaultBalanceRel = 1.5
+)
 
 // Match is a client's model_match.
 type Match struct {
@@ -281,6 +307,7 @@ func Default() *Config {
 			MaxResponseBytes:  64 << 20,
 			MaxConnWait:       time.Second,
 		},
-		Routing: Routing{Strategy: StrategyWeighted, PollInterval: time.Second},
+		Routing: Routing{Strategy: StrategyWeighted, PollInterval: time.Second, BlockBytes: DefaultBlockBytes,
+			KeyBytes: DefaultKeyBytes, IndexBytes: DefaultIndexBytes, BalanceAbs: DefaultBalanceAbs, BalanceRel: DefaultBalanceRel},
 	}
 }

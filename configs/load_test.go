@@ -226,6 +226,13 @@ func TestLoadProblems(t *testing.T) {
 	f("routing: {poll_interval: -1s}\n", "routing.poll_interval: must be positive")
 	f(clients(okClient+", metrics_url: 'localhost:8000/metrics'}"), `openai_clients[0].metrics_url: must be an http or https URL, got "localhost:8000/metrics"`)
 	f(clients(okClient+", metrics_url: 'http:///metrics'}"), `openai_clients[0].metrics_url: missing host in "http:///metrics"`)
+	f("routing: {block_bytes: 0}\n", "routing.block_bytes: must be positive, got 0")
+	f("routing: {block_bytes: 2097152}\n", "routing.block_bytes: must be at most 1048576, got 2097152")
+	f("routing: {key_bytes: -1}\n", "routing.key_bytes: must be positive, got -1")
+	f("routing: {index_bytes: 64}\n", "routing.index_bytes: must be at least 128 (one set of 8 entries), got 64")
+	f("routing: {balance_abs: -1}\n", "routing.balance_abs: must be a number of requests, 0 or more, got -1")
+	f("routing: {balance_rel: 0.5}\n", "routing.balance_rel: must be a ratio of 1 or more, got 0.5")
+	f("routing: {balance_rel: .nan}\n", "routing.balance_rel: must be a ratio of 1 or more, got NaN")
 }
 
 func TestLoadAllowed(t *testing.T) {
@@ -243,6 +250,8 @@ func TestLoadAllowed(t *testing.T) {
 	f("server: {trusted_proxies: ['::1', 10.1.2.3/8]}\n")
 	f("check_config: {max_fallback_depth: 0, cooldown: 0s}\n")
 	f("routing: {strategy: prefix, poll_interval: 250ms}\n")
+	f("routing: {strategy: least_loaded, block_bytes: 2048, key_bytes: 8192, index_bytes: 128, balance_abs: 0, balance_rel: 1}\n")
+	f("routing: {balance_abs: 4.5, balance_rel: 2}\n") // an integer where a number goes
 	f("openai_clients:\n  - " + okClient + ", metrics_url: 'http://h:8000/metrics'}\n")
 }
 
@@ -371,7 +380,8 @@ func TestDefault(t *testing.T) {
 			StreamIdleTimeout: 60 * time.Second, RequestTimeout: 600 * time.Second, FailureThreshold: 3,
 			Cooldown: 30 * time.Second, MaxFallbackDepth: 3, ModelsTimeout: 5 * time.Second, ModelsCacheTTL: 30 * time.Second,
 			MaxResponseBytes: 64 << 20, MaxConnWait: time.Second},
-		Routing: Routing{Strategy: "weighted", PollInterval: time.Second},
+		Routing: Routing{Strategy: "weighted", PollInterval: time.Second, BlockBytes: 1024, KeyBytes: 4096,
+			IndexBytes: 32 << 20, BalanceAbs: 8, BalanceRel: 1.5},
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("Default() = %+v\nwant %+v", d, want)

@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -120,6 +121,20 @@ func (r *Routing) validate(es *Errors) {
 	oneOf(es, "routing.strategy", r.Strategy, StrategyWeighted, StrategyLeastLoaded, StrategyPrefix)
 	if r.PollInterval <= 0 {
 		es.add("routing.poll_interval", "must be positive")
+	}
+	positive(es, "routing.block_bytes", r.BlockBytes)
+	if r.BlockBytes > 1<<20 {
+		es.add("routing.block_bytes", fmt.Sprintf("must be at most 1048576, got %d", r.BlockBytes))
+	}
+	positive(es, "routing.key_bytes", r.KeyBytes)
+	if r.IndexBytes < 128 {
+		es.add("routing.index_bytes", fmt.Sprintf("must be at least 128 (one set of 8 entries), got %d", r.IndexBytes))
+	}
+	if r.BalanceAbs < 0 || math.IsNaN(r.BalanceAbs) || math.IsInf(r.BalanceAbs, 0) {
+		es.add("routing.balance_abs", fmt.Sprintf("must be a number of requests, 0 or more, got %v", r.BalanceAbs))
+	}
+	if !(r.BalanceRel >= 1) || math.IsInf(r.BalanceRel, 0) {
+		es.add("routing.balance_rel", fmt.Sprintf("must be a ratio of 1 or more, got %v", r.BalanceRel))
 	}
 }
 
