@@ -144,6 +144,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	}
 
 	rec := logsink.AcquireRecord()
+	s.unfinished.Add(1)
 	x.rec = rec
 	rec.RequestID = append(rec.RequestID[:0], id...)
 	rec.TsMs = x.start.UnixMilli()
@@ -184,7 +185,7 @@ func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.SetBytesV("Server-Timing", x.scr)
 	}
 	x.s.account(rec, x.served, x.upWait, len(rec.ResponseBody), &x.attrs)
-	x.s.sink.Put(rec)
+	x.s.put(rec)
 }
 
 // appendClientIP appends the caller's address: the connection's, or from

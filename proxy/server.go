@@ -33,6 +33,12 @@ type Server struct {
 	metrics *serverMetrics
 	// draining is set by Shutdown: new requests get Connection: close.
 	draining atomic.Bool
+	// cutting is set when shutdown stops waiting: what still runs is cut.
+	cutting atomic.Bool
+	// unfinished counts records taken by requests and not yet handed to
+	// the sink, so shutdown says "every record written" only when true.
+	unfinished atomic.Int64
+	ln         *callerListener
 }
 
 // New builds a server for cfg; records go to sink (nil: dropped, for tests
@@ -93,11 +99,25 @@ func (s *Server) Apply(cfg *configs.Config) error {
 func (s *Server) Handler() fasthttp.RequestHandler { return s.srv.Handler }
 
 // Serve serves on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+func (s *Server) Serve(ln net.Listener) error {
+	s.ln = &callerListener{Listener: ln, s: s}
+	return s.srv.Serve(s.ln)
+}
+
+// Shutdown grace periods once the waiting stops: a cut stream's caller has
+// cutGrace to take its error event, then every caller connection still
+// open is closed and its request ends within closeGrace.
+const (
+	cutGrace   = time.Second
+	closeGrace = 3 * time.Second
+)
 
 // Shutdown stops accepting and waits for requests and streams to finish
-// until ctx ends; then it cuts the streams still open (their records say
-// why) and waits for them to close.
+// until ctx ends. Then it cuts what still runs (SPEC §1): open streams end
+// with an error event, requests waiting on an upstream fail, their records
+// say 502 "gptapi shutting down", and the callers' connections are closed.
+// It returns once every connection is closed; an error means some were
+// still open after that, and Unfinished tells whether records were lost.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	done := make(chan error, 1)
@@ -107,14 +127,42 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 	}
+	s.cutting.Store(true)
 	n := s.streams.cutAll()
-	s.log.Warn("shutdown timeout reached: cutting open streams", "streams", n)
+	conns := 0
+	if s.ln != nil {
+		conns = s.ln.cutAll(time.Now().Add(cutGrace))
+	}
+	s.log.Warn("shutdown: cutting what still runs", "streams", n, "connections", conns)
+	t := time.NewTimer(cutGrace)
+	defer t.Stop()
 	select {
 	case err := <-done:
 		return err
-	case <-time.After(5 * time.Second):
-		return errors.New("proxy: connections still open after cutting streams")
+	case <-t.C:
 	}
+	if s.ln != nil {
+		if n := s.ln.closeAll(); n > 0 {
+			s.log.Warn("shutdown: closed caller connections", "connections", n)
+		}
+	}
+	t.Reset(closeGrace)
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errors.New("proxy: connections still open after cutting them")
+	}
+}
+
+// Unfinished is the number of records requests took and did not hand to
+// the sink: 0 once every request has ended.
+func (s *Server) Unfinished() int64 { return s.unfinished.Load() }
+
+// put hands a finished record to the sink.
+func (s *Server) put(rec *logsink.Record) {
+	s.sink.Put(rec)
+	s.unfinished.Add(-1)
 }
 
 // ActiveStreams is the number of streams being relayed now.

@@ -40,6 +40,7 @@ var streamBodyPool = sync.Pool{New: func() any {
 
 var (
 	errCallerGone     = errors.New("the caller closed the connection")
+	errCallerStalled  = errors.New("the caller took no bytes of its answer for server.send_timeout")
 	errShutdown       = errors.New("gptapi is shutting down")
 	errRetrying       = errors.New("proxy: failing over")
 	errAnswerTooLarge = errors.New("proxy: answer larger than check_config.max_response_bytes")
@@ -168,9 +169,13 @@ func (sb *streamBody) CloseWithError(err error) error {
 		rec.Error = append(rec.Error[:0], streamError(errShutdown).Message...)
 		closeUpstream(sb.resp, errShutdown)
 	case sb.WriteErr != nil || (err != nil && sb.ReadErr == nil):
+		gone := errCallerGone
+		if isTimeout(sb.WriteErr) || isTimeout(err) {
+			gone = errCallerStalled
+		}
 		rec.Status = 499
-		rec.Error = append(rec.Error[:0], errCallerGone.Error()...)
-		closeUpstream(sb.resp, errCallerGone)
+		rec.Error = append(rec.Error[:0], gone.Error()...)
+		closeUpstream(sb.resp, gone)
 	case sb.ReadErr != nil:
 		e := streamError(sb.ReadErr)
 		rec.Status = e.Status
@@ -194,7 +199,7 @@ func (sb *streamBody) CloseWithError(err error) error {
 	sb.body = bodyStream{}
 	sb.cutting.Store(false)
 	streamBodyPool.Put(sb)
-	s.sink.Put(rec)
+	s.put(rec)
 	return nil
 }
 

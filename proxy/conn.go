@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// callerListener hands fasthttp callerConns, and keeps the open ones so
+// shutdown can close the callers' side of what it cuts (SPEC §1).
+type callerListener struct {
+	net.Listener
+	s *Server
+
+	mu    sync.Mutex
+	conns map[*callerConn]struct{}
+}
+
+func (l *callerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	cc := &callerConn{Conn: c, l: l}
+	l.mu.Lock()
+	if l.conns == nil {
+		l.conns = make(map[*callerConn]struct{})
+	}
+	l.conns[cc] = struct{}{}
+	l.mu.Unlock()
+	return cc, nil
+}
+
+func (l *callerListener) forget(c *callerConn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// cutAll gives every open caller connection until the deadline to take
+// what is being written to it (a stream's error event), then its writes
+// fail. It returns how many were open.
+func (l *callerListener) cutAll(deadline time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		c.cutAt.Store(deadline.UnixNano())
+		_ = c.Conn.SetWriteDeadline(deadline)
+	}
+	return len(l.conns)
+}
+
+// closeAll closes every open caller connection.
+func (l *callerListener) closeAll() int {
+	l.mu.Lock()
+	cs := make([]*callerConn, 0, len(l.conns))
+	for c := range l.conns {
+		cs = append(cs, c)
+	}
+	l.mu.Unlock()
+	for _, c := range cs {
+		_ = c.Close()
+	}
+	return len(cs)
+}
+
+// callerConn is one caller's connection. Each Write may wait at most
+// server.send_timeout (read live from the config in force) for the caller
+// to take bytes: a caller that stops reading fails the write, and a stream
+// to it ends as 499 instead of holding its upstream forever (SPEC §4.4).
+// fasthttp's WriteTimeout cannot do this: it bounds a whole response, which
+// would cut long streams. The netpoller enforces the deadline: no timer,
+// no allocation per write.
+type callerConn struct {
+	net.Conn
+	l *callerListener
+	// cutAt, once set (unix ns), is the deadline of every write: shutdown
+	// is cutting this connection.
+	cutAt  atomic.Int64
+	closed atomic.Bool
+}
+
+func (c *callerConn) Write(p []byte) (int, error) {
+	if at := c.cutAt.Load(); at != 0 {
+		if err := c.Conn.SetWriteDeadline(time.Unix(0, at)); err != nil {
+			return 0, err
+		}
+	} else if d := c.l.s.state.Load().cfg.Server.SendTimeout; d > 0 {
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(d)); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *callerConn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.l.forget(c)
+	return c.Conn.Close()
+}
