@@ -1,5 +1,6 @@
 // Package logsink owns the request records: their SQLite file (table
-// requests, table meta, monthly rotation), the one background goroutine that
+// requests, table meta, monthly rotation) or PostgreSQL tables (monthly
+// partitions), the one background goroutine that
 // writes them, the spill files that take records when the in-memory queue is
 // full, and the JSON parsing that derives columns from the bodies.
 //
@@ -11,15 +12,23 @@
 // MaxBodyLogBytes, and batching inserts, BatchSize records or FlushInterval,
 // whichever comes first, one transaction and one prepared statement each.
 //
-// No record is dropped. When the queue is full, Put appends the record to the
-// current spill file under a mutex (the overload path); the writer seals and
-// inserts spill files when the queue is empty and deletes each once its
-// records are committed; Open replays files a dead process left. A failing
-// batch (disk full, the file locked by another connection past the busy
-// timeout) is kept and retried with backoff, logged once per interval with a
-// count; meanwhile new records queue or spill. Close writes everything and
-// checkpoints; if the database still refuses, the records go back to spill
-// files for the next Open, and Close says so.
+// No record is dropped while the disk has room. When the queue is full,
+// Put encodes the record as a frame into in-memory blocks (a copy under a
+// mutex, no system call); one background goroutine appends the blocks to
+// the current spill file. The writer seals and inserts spill files when
+// the queue is empty, and deletes each once its records are committed;
+// Open replays files a dead process left. A failing batch (disk full, the
+// file locked by another connection, PostgreSQL away) is retried with
+// backoff for up to WriteTimeout, then goes to the spill folder, logged
+// once per interval with a count; meanwhile new records queue or spill.
+// When the spill folder refuses writes too, frames wait in memory up to
+// MaxPendingBytes; past that records are dropped, counted (Dropped) and
+// logged once per interval, and Put stays as fast. Close writes everything
+// and checkpoints; if the database still refuses, the records go to spill
+// files for the next Open, and Close says so. CloseNow (or CloseContext
+// once its context is done) stops waiting for the database and sends
+// everything left to the spill folder at once. New files are 0600 in
+// folders made 0700.
 //
 // Columns added after the first release (route, cached_tokens, node) are
 // added to an older file when it is opened, NULL in its rows; nothing in it

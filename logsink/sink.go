@@ -1,7 +1,7 @@
 package logsink
 
 import (
-	"database/sql/driver"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,25 +15,52 @@ import (
 
 // Options configure a Sink. Zero values take the defaults named.
 type Options struct {
-	Path            string        // SQLite file; its folder is created. Required.
+	// Driver is "sqlite" (the default: Path) or "postgres" (DSN).
+	Driver string
+	// Path is the SQLite file; its folder is created. Required with
+	// sqlite.
+	Path string
+	// DSN is the PostgreSQL connection string; required with postgres.
+	// Its password never appears in a log line or an error.
+	DSN             string
 	QueueSize       int           // records waiting in memory; by default 65536
 	BatchSize       int           // records per transaction; by default 512
 	FlushInterval   time.Duration // longest a record waits in memory; by default 200ms
 	StoreBodies     bool          // keep request_body and response_body; else NULL
 	MaxBodyLogBytes int           // longer bodies are cut and marked truncated; 0 keeps them whole
-	SpillDir        string        // by default "spill" beside Path
+	SpillDir        string        // by default "spill" beside Path (with postgres: "data/spill")
+	// MaxPendingBytes bounds the spilled records held in memory while the
+	// spill folder refuses writes; past it records are dropped and
+	// counted (Dropped). By default 256 MiB.
+	MaxPendingBytes int64
+	// WriteTimeout bounds the writing of one batch, retries included: a
+	// batch the database has not taken by then goes to the spill folder
+	// and the writer moves on. By default 30s.
+	WriteTimeout time.Duration
 	// Node is this gateway's name in the node column; by default the
 	// host name.
 	Node string
-	// Now is the clock that decides the month for rotation; by default
-	// time.Now.
+	// Now is the clock that decides the month for rotation and
+	// partitions; by default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger // by default slog.Default()
 }
 
-var errNoPath = errors.New("logsink: no database path")
+// The drivers of Options.Driver.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+var (
+	errNoPath = errors.New("logsink: no database path")
+	errNoDSN  = errors.New("logsink: no dsn for driver postgres")
+)
 
 func (o Options) withDefaults() Options {
+	if o.Driver == "" {
+		o.Driver = DriverSQLite
+	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 65536
 	}
@@ -44,7 +71,17 @@ func (o Options) withDefaults() Options {
 		o.FlushInterval = 200 * time.Millisecond
 	}
 	if o.SpillDir == "" {
-		o.SpillDir = filepath.Join(filepath.Dir(o.Path), "spill")
+		if o.Path != "" {
+			o.SpillDir = filepath.Join(filepath.Dir(o.Path), "spill")
+		} else {
+			o.SpillDir = filepath.Join("data", "spill")
+		}
+	}
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = 256 << 20
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -58,9 +95,9 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Sink takes request records and writes them to SQLite from one background
-// goroutine. Put is safe for concurrent use and never waits for the
-// database.
+// Sink takes request records and writes them to the database from one
+// background goroutine. Put is safe for concurrent use and never waits for
+// the database or the disk.
 type Sink struct {
 	o  Options
 	q  chan *Record
@@ -72,9 +109,14 @@ type Sink struct {
 	inflight atomic.Int64
 	closed   atomic.Bool
 
-	written  atomic.Uint64
-	spilled  atomic.Uint64
-	spillLog atomic.Int64 // Unix ns of the last spill error logged
+	written atomic.Uint64
+	spilled atomic.Uint64
+
+	// hurry, once set, sends everything to the spill folder instead of
+	// the database; cancelOps interrupts the write under way.
+	hurry     atomic.Bool
+	opCtx     context.Context
+	cancelOps context.CancelFunc
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -84,27 +126,46 @@ type Sink struct {
 
 // Open opens the database (creating it, adding missing columns, rotating it
 // if it belongs to an older month) and starts the writer, which first replays
-// the spill files an earlier process left.
+// the spill files an earlier process left. With postgres a database that
+// cannot be reached is not an error: records spill and the writer keeps
+// trying.
 func Open(o Options) (*Sink, error) {
-	if o.Path == "" {
-		return nil, errNoPath
-	}
 	o = o.withDefaults()
-	now := monthOf(o.Now())
-	st, err := openStore(o.Path, o.Node, now)
-	if err != nil {
-		return nil, err
-	}
-	if st.month != now {
-		old := st.month
-		name, err := st.rotate(now)
+	var st store
+	switch o.Driver {
+	case DriverSQLite:
+		if o.Path == "" {
+			return nil, errNoPath
+		}
+		now := monthOf(o.Now())
+		sq, err := openStore(o.Path, o.Node, now)
 		if err != nil {
-			if st.db != nil {
-				_ = st.close()
-			}
 			return nil, err
 		}
-		o.Logger.Info("request log rotated", "month", old.String(), "file", name)
+		sq.storeBodies = o.StoreBodies
+		if sq.mon != now {
+			old := sq.mon
+			name, err := sq.rotate(now)
+			if err != nil {
+				if sq.db != nil {
+					_ = sq.close()
+				}
+				return nil, err
+			}
+			o.Logger.Info("request log rotated", "month", old.String(), "file", name)
+		}
+		st = sq
+	case DriverPostgres:
+		if o.DSN == "" {
+			return nil, errNoDSN
+		}
+		pg, err := openPGStore(o)
+		if err != nil {
+			return nil, err
+		}
+		st = pg
+	default:
+		return nil, fmt.Errorf("logsink: unknown driver %q", o.Driver)
 	}
 	sp, err := newSpiller(o.SpillDir)
 	if err == nil {
@@ -114,6 +175,8 @@ func Open(o Options) (*Sink, error) {
 		_ = st.close()
 		return nil, err
 	}
+	sp.maxPending, sp.log = o.MaxPendingBytes, o.Logger
+	sp.start()
 	s := &Sink{
 		o:    o,
 		q:    make(chan *Record, o.QueueSize),
@@ -121,6 +184,7 @@ func Open(o Options) (*Sink, error) {
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
+	s.opCtx, s.cancelOps = context.WithCancel(context.Background())
 	s.w = &writer{
 		s:    s,
 		st:   st,
@@ -132,8 +196,9 @@ func Open(o Options) (*Sink, error) {
 }
 
 // Put hands r to the writer and never blocks: when the queue is full, r is
-// appended to a spill file instead. The Sink owns r afterwards. After Close,
-// r goes to a spill file, which the next Open replays.
+// encoded into the spill buffer, which a background goroutine writes to a
+// spill file. The Sink owns r afterwards. After Close, r goes to a spill
+// file, which the next Open replays.
 func (s *Sink) Put(r *Record) {
 	if r.UID == (UID{}) {
 		r.UID = newUID(r.TsMs)
@@ -148,38 +213,56 @@ func (s *Sink) Put(r *Record) {
 		}
 	}
 	s.inflight.Add(-1)
-	s.spilled.Add(1)
-	if err := s.sp.write(r); err != nil {
-		s.logSpillError(err)
+	if s.sp.write(r) {
+		s.spilled.Add(1)
 	}
-}
-
-// logSpillError logs at most one spill failure a second; the record itself
-// is kept in memory for the writer.
-func (s *Sink) logSpillError(err error) {
-	now := time.Now().UnixNano()
-	last := s.spillLog.Load()
-	if now-last < int64(time.Second) || !s.spillLog.CompareAndSwap(last, now) {
-		return
-	}
-	s.o.Logger.Error("cannot spill request record; keeping it in memory", "err", err)
 }
 
 // Close stops accepting records, writes every queued and spilled one,
 // checkpoints and closes the database. A record Put after Close goes to a
-// spill file.
-func (s *Sink) Close() error {
+// spill file. When the database refuses, Close tries a few times, then
+// leaves the records in spill files for the next Open and says so.
+func (s *Sink) Close() error { return s.CloseContext(context.Background()) }
+
+// CloseContext is Close, until ctx is done: from then on nothing more is
+// written to the database, and every record still queued, in the batch
+// under way or held in memory goes to the spill folder at once (the next
+// Open writes them). Only records the spill folder refuses too are lost,
+// counted in Dropped, and the error says how many.
+func (s *Sink) CloseContext(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		for s.inflight.Load() != 0 {
 			runtime.Gosched()
 		}
 		close(s.stop)
-		<-s.done
-		s.sp.close()
-		s.closeErr = s.w.err
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			s.Hurry()
+			<-s.done
+		}
+		s.closeErr = errors.Join(s.w.err, s.sp.close())
 	})
 	return s.closeErr
+}
+
+// CloseNow is Close without waiting for the database: every record queued,
+// under way or pending goes to the database only if it is already there,
+// else to the spill folder, now. It may be called while Close runs in
+// another goroutine (a second SIGTERM): both return once every record is
+// in the database or the spill folder.
+func (s *Sink) CloseNow() error {
+	s.Hurry()
+	return s.Close()
+}
+
+// Hurry makes the writer stop waiting for the database: the write under way
+// is interrupted and from then on every record goes to the spill folder.
+// Meant for shutdown; CloseNow calls it.
+func (s *Sink) Hurry() {
+	s.hurry.Store(true)
+	s.cancelOps()
 }
 
 // QueueDepth is the number of records waiting in memory.
@@ -188,9 +271,15 @@ func (s *Sink) QueueDepth() int { return len(s.q) }
 // Written is the number of records committed to the database.
 func (s *Sink) Written() uint64 { return s.written.Load() }
 
-// Spilled is the number of records that went to a spill file because the
-// queue was full (or the Sink closed).
+// Spilled is the number of records that went to the spill folder because
+// the queue was full, the Sink was closed, or the database did not take
+// them in time.
 func (s *Sink) Spilled() uint64 { return s.spilled.Load() }
+
+// Dropped is the number of records lost because the database and the
+// spill folder both refused them and MaxPendingBytes of others already
+// waited in memory.
+func (s *Sink) Dropped() uint64 { return s.sp.dropped.Load() }
 
 // Retry and log pacing of the writer.
 const (
@@ -203,14 +292,29 @@ const (
 	closeAttempts = 5
 )
 
+// store is where the writer puts rows: a SQLite file (sqliteStore) or a
+// PostgreSQL database (pgStore). Only the writer goroutine uses it.
+type store interface {
+	// insert writes rows in one transaction, all or none; ctx bounds it.
+	insert(ctx context.Context, rows []row) error
+	// month is the month the store writes into. When the clock's month
+	// differs, the writer puts the rows of earlier months in, then calls
+	// rotate.
+	month() month
+	// rotate moves on to month now: SQLite renames its file and opens a
+	// fresh one; PostgreSQL makes sure now's and next month's partitions
+	// exist. It returns what to log as the rotated file, if anything.
+	rotate(now month) (string, error)
+	close() error
+}
+
 // writer is the goroutine that owns the database.
 type writer struct {
 	s    *Sink
-	st   *store
+	st   store
 	dv   deriver
 	rows []row
 	n    int // rows in use
-	args []driver.NamedValue
 
 	closing     bool
 	fails       int // failed attempts since the last log line
@@ -218,6 +322,8 @@ type writer struct {
 	lastLog     time.Time
 	rotateAfter time.Time // after a failed rotation, when to try again
 	err         error     // for Close
+	nKept       int       // records Close leaves in the spill folder
+	lastErr     error     // of the last failed insert
 }
 
 func (w *writer) run() {
@@ -244,12 +350,18 @@ func (w *writer) run() {
 	}
 }
 
-// finish writes everything left and closes the database.
+// finish writes everything left and closes the database. In a hurry, the
+// queue goes to the spill folder without a look at the database.
 func (w *writer) finish() {
 	w.closing = true
 	for drained := false; !drained; {
 		select {
 		case r := <-w.s.q:
+			if w.s.hurry.Load() {
+				w.spill(r)
+				w.kept(1, errHurry)
+				continue
+			}
 			w.add(r)
 			if w.n >= w.s.o.BatchSize {
 				w.flush()
@@ -259,15 +371,21 @@ func (w *writer) finish() {
 		}
 	}
 	w.flush()
-	w.replay()
-	if w.st.db != nil {
-		if err := w.st.close(); err != nil && w.err == nil {
-			w.err = err
-		}
+	if !w.s.hurry.Load() {
+		w.replay()
+	}
+	if err := w.st.close(); err != nil && w.err == nil {
+		w.err = err
 	}
 }
 
-// add derives r into the next free row.
+// spill hands r to the spill folder.
+func (w *writer) spill(r *Record) {
+	if w.s.sp.write(r) {
+		w.s.spilled.Add(1)
+	}
+}
+
 // add derives r's row. It yields every yieldRows rows, wherever the
 // records come from: replaying a spill file derives up to 8192 of them in a
 // row, tens of milliseconds that would otherwise hold the only P until Go
@@ -283,19 +401,39 @@ func (w *writer) add(r *Record) {
 	}
 }
 
-// flush writes the rows in use. Only when Close gives up on a failing
-// database are records put back into spill files.
+// flush writes the rows in use. Records the database did not take in
+// time (WriteTimeout, or Close giving up, or a hurry) go to the spill
+// folder.
 func (w *writer) flush() {
 	if w.n == 0 {
 		return
 	}
 	left := w.write(w.rows[:w.n])
 	for i := range left {
-		w.s.spilled.Add(1)
-		_ = w.s.sp.write(left[i].r) // on failure kept in memory
+		w.spill(left[i].r)
 		left[i].r = nil
 	}
+	if len(left) > 0 && (w.closing || w.s.hurry.Load()) {
+		w.kept(len(left), w.cause())
+	}
 	w.releaseRows()
+}
+
+// cause is why the records of a failed write were not written.
+func (w *writer) cause() error {
+	if w.lastErr != nil {
+		return w.lastErr
+	}
+	return errHurry
+}
+
+var errHurry = errors.New("logsink: told not to wait for the database")
+
+// kept notes for Close that n records stay in the spill folder for the
+// next Open.
+func (w *writer) kept(n int, cause error) {
+	w.nKept += n
+	w.err = fmt.Errorf("%d request records not written, kept in %s: %w", w.nKept, w.s.o.SpillDir, cause)
 }
 
 func (w *writer) releaseRows() {
@@ -305,24 +443,27 @@ func (w *writer) releaseRows() {
 	w.n = 0
 }
 
-// write stores rows, rotating the file first if the month changed; rows of
-// an earlier month go into the old file before it is closed. It retries a
-// failing database until the rows are in, and returns those still unwritten
-// only when closing gives up.
+// write stores rows, rotating first if the month changed; rows of an
+// earlier month go into the old file before it is closed. It returns the
+// rows still unwritten when the database did not take them in time.
 func (w *writer) write(rows []row) []row {
+	if w.s.hurry.Load() {
+		return rows
+	}
 	now := monthOf(w.s.o.Now())
-	if w.st.db != nil && now != w.st.month && !time.Now().Before(w.rotateAfter) {
+	if now != w.st.month() && !time.Now().Before(w.rotateAfter) {
 		before := func(rw *row) bool { return monthOfMs(rw.r.TsMs).before(now) }
 		k := stablePartition(rows, before)
 		if left := w.insert(rows[:k]); left != nil {
 			return rows
 		}
-		old := w.st.month
+		old := w.st.month()
 		name, err := w.st.rotate(now)
-		if err != nil {
+		switch {
+		case err != nil:
 			w.rotateAfter = time.Now().Add(rotateBackoff)
 			w.s.o.Logger.Error("cannot rotate request log; writing on in the old file", "err", err)
-		} else {
+		case name != "":
 			w.s.o.Logger.Info("request log rotated", "month", old.String(), "file", name)
 		}
 		rows = rows[k:]
@@ -330,15 +471,24 @@ func (w *writer) write(rows []row) []row {
 	return w.insert(rows)
 }
 
-// insert writes rows in one transaction, retrying with backoff.
+// insert writes rows in one transaction, retrying with backoff for up to
+// WriteTimeout (closeAttempts tries when closing); it returns the rows when
+// it gives up.
 func (w *writer) insert(rows []row) []row {
 	if len(rows) == 0 {
 		return nil
 	}
 	backoff := minBackoff
+	deadline := time.Now().Add(w.s.o.WriteTimeout)
 	for attempt := 1; ; attempt++ {
-		err := w.tryInsert(rows)
+		if w.s.hurry.Load() {
+			return rows
+		}
+		ctx, cancel := context.WithDeadline(w.s.opCtx, deadline)
+		err := w.st.insert(ctx, rows)
+		cancel()
 		if err == nil {
+			w.lastErr = nil
 			w.s.written.Add(uint64(len(rows)))
 			if w.failing {
 				w.s.o.Logger.Info("request records written again", "failures", w.fails)
@@ -347,11 +497,12 @@ func (w *writer) insert(rows []row) []row {
 			return nil
 		}
 		w.noteFailure(err, len(rows))
-		if w.closing && attempt >= closeAttempts {
-			if w.err == nil {
-				w.err = fmt.Errorf("cannot write %d request records, kept in %s: %w", len(rows), w.s.o.SpillDir, err)
-			}
+		w.lastErr = err
+		if w.closing && attempt >= closeAttempts || w.s.hurry.Load() {
 			return rows
+		}
+		if !time.Now().Add(backoff).Before(deadline) {
+			return rows // stuck: to the spill folder, the writer moves on
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -364,22 +515,8 @@ func (w *writer) insert(rows []row) []row {
 	}
 }
 
-func (w *writer) tryInsert(rows []row) error {
-	if w.st.db == nil {
-		// A rotation could not open the fresh file; try again.
-		st, err := openStore(w.st.path, w.s.o.Node, monthOf(w.s.o.Now()))
-		if err != nil {
-			return err
-		}
-		w.st = st
-	}
-	var err error
-	w.args, err = w.st.insert(rows, w.args, w.s.o.StoreBodies)
-	return err
-}
-
 // noteFailure logs a failing batch at most once per failLogEvery, with the
-// number of failed attempts since the last line, not once per record.
+// number of failed attempts since the last log line, not once per record.
 func (w *writer) noteFailure(err error, n int) {
 	w.fails++
 	w.failing = true
@@ -391,30 +528,61 @@ func (w *writer) noteFailure(err error, n int) {
 	}
 }
 
-// replay inserts what the spiller holds: records the disk refused, then the
-// spill files, oldest first, one transaction each; a file is deleted once its
-// records are committed. The rows must be free.
+// replay inserts what the spiller holds: the spill files, oldest first, one
+// transaction each, each deleted once its records are committed; then the
+// frames still in memory, a batch at a time. The rows must be free.
 func (w *writer) replay() {
 	files, mem := w.s.sp.take()
-	for len(mem) > 0 {
-		k := min(len(mem), w.s.o.BatchSize)
-		for _, r := range mem[:k] {
-			w.add(r)
-		}
-		mem = mem[k:]
-		w.flush()
-	}
 	for i, name := range files {
 		if !w.replayFile(name) {
-			w.s.sp.putBack(files[i:], nil)
+			w.s.sp.putBack(files[i:], mem)
 			return
+		}
+	}
+	for len(mem) > 0 {
+		rest, err := w.addFrames(mem[0], w.s.o.BatchSize)
+		if err != nil {
+			w.s.o.Logger.Error("BUG: spill frames in memory do not decode", "err", err)
+			rest = nil
+		}
+		if left := w.write(w.rows[:w.n]); left != nil {
+			if w.closing {
+				n := 0
+				for _, b := range mem {
+					n += countFrames(b)
+				}
+				w.kept(n, w.cause())
+			}
+			w.releaseRows()
+			w.s.sp.putBack(nil, mem)
+			return
+		}
+		w.releaseRows()
+		if mem[0] = rest; len(rest) == 0 {
+			mem = mem[1:]
 		}
 	}
 }
 
-// replayFile inserts one spill file's records. It returns false only when
-// Close gave up on a failing database; the file then stays. A file that
-// cannot be read is left for the next Open.
+// addFrames adds the records of up to max frames of b (all if max <= 0)
+// and returns the rest of b.
+func (w *writer) addFrames(b []byte, max int) ([]byte, error) {
+	for k := 0; len(b) > 0 && (max <= 0 || k < max); k++ {
+		r := AcquireRecord()
+		rest, err := nextSpillFrame(b, r)
+		if err != nil {
+			ReleaseRecord(r)
+			return b, err
+		}
+		w.add(r)
+		b = rest
+	}
+	return b, nil
+}
+
+// replayFile inserts one spill file's records. It returns false when the
+// database did not take them; the file then stays for a later replay. A
+// file that cannot be read is left for the next Open.
 func (w *writer) replayFile(name string) bool {
 	data, err := os.ReadFile(name)
 	if err != nil {
@@ -423,18 +591,11 @@ func (w *writer) replayFile(name string) bool {
 		}
 		return true
 	}
-	var bad error
-	for rest := data; len(rest) > 0; {
-		r := AcquireRecord()
-		rest, err = nextSpillFrame(rest, r)
-		if err != nil {
-			ReleaseRecord(r)
-			bad = err
-			break
-		}
-		w.add(r)
-	}
+	_, bad := w.addFrames(data, 0)
 	left := w.write(w.rows[:w.n])
+	if left != nil && w.closing {
+		w.kept(w.n, w.cause())
+	}
 	w.releaseRows()
 	if left != nil {
 		return false

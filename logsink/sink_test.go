@@ -457,9 +457,7 @@ func TestSpillReplayWhileRunning(t *testing.T) {
 	if s.Spilled() < n-3 {
 		t.Fatalf("spilled %d of %d with a queue of one", s.Spilled(), n)
 	}
-	if len(spillFiles(t, o.SpillDir)) == 0 {
-		t.Fatal("no spill file")
-	}
+	waitFor(t, "a spill file", func() bool { return len(spillFiles(t, o.SpillDir)) > 0 })
 	release()
 	waitFor(t, "spilled records written", func() bool { return s.Written() == n })
 	waitFor(t, "spill files deleted", func() bool { return len(spillFiles(t, o.SpillDir)) == 0 })

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -172,28 +174,67 @@ func decodeSpillPayload(p []byte, r *Record) error {
 	return nil
 }
 
-// spiller appends records to the current spill file. Its mutex is taken only
-// on the overload path, when the queue is full.
+// spiller takes the records the queue had no room for. Put only encodes a
+// record as a frame into an in-memory buffer under mu (a copy, no system
+// call); one goroutine, run, moves the buffer to spill files. While the disk
+// refuses, frames wait in memory, at most maxPending bytes of them: past
+// that a record is dropped and counted, and serving goes on.
 type spiller struct {
-	dir string
+	dir        string
+	maxPending int64
+	log        *slog.Logger
+
+	pend    atomic.Int64  // bytes of frames in memory: buf, held and taken by the writer
+	dropped atomic.Uint64 // records refused for want of room
+	dropLog throttle
+	failLog throttle
 
 	mu     sync.Mutex
+	buf    [][]byte // blocks of frames appended by write, not yet taken by the flusher
+	free   [][]byte // emptied blocks for reuse
+	closed bool     // the Sink is closed: write writes and seals at once
+
+	kick    chan struct{} // wakes run; capacity 1
+	quit    chan struct{}
+	done    chan struct{}
+	started bool // run was started (before any use)
+
+	// ioMu is held while spill files are written or handed over; only
+	// the flusher and the writer take it, never the request path.
+	ioMu   sync.Mutex
+	held   [][]byte // blocks taken from buf that are not yet in a file
 	f      *os.File
 	name   string // current file, without extension
 	size   int
 	count  int
 	seq    uint64
-	buf    []byte
-	sealed []string  // sealed files waiting for the writer
-	closed bool      // the Sink is closed: seal after every record
-	lost   []*Record // records the disk refused, for the writer
+	sealed []string // sealed files waiting for the writer
 }
 
+// Pacing of the flusher while the disk refuses.
+const (
+	spillRetryMin = 50 * time.Millisecond
+	spillRetryMax = 2 * time.Second
+)
+
 func newSpiller(dir string) (*spiller, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create spill dir %s: %w", dir, err)
 	}
-	return &spiller{dir: dir}, nil
+	return &spiller{
+		dir:        dir,
+		maxPending: 256 << 20,
+		log:        slog.Default(),
+		kick:       make(chan struct{}, 1),
+		quit:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}, nil
+}
+
+// start runs the flusher; close stops it.
+func (sp *spiller) start() {
+	sp.started = true
+	go sp.run()
 }
 
 // leftovers lists the spill files already in the folder, oldest first, and
@@ -212,60 +253,205 @@ func (sp *spiller) leftovers() error {
 		}
 	}
 	slices.Sort(names) // names start with a fixed-width timestamp
-	sp.mu.Lock()
+	sp.ioMu.Lock()
 	sp.sealed = append(sp.sealed, names...)
-	sp.mu.Unlock()
+	sp.ioMu.Unlock()
 	return nil
 }
 
-// write appends r to the current file, creating or sealing files as needed.
-// When the disk refuses, r is kept in memory for the writer, so that it is
-// still not lost; the error is returned for the log.
-func (sp *spiller) write(r *Record) error {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	err := sp.writeLocked(r)
-	if err != nil {
-		sp.lost = append(sp.lost, r)
-		return err
+// frameBound is at least the size of r's frame.
+func frameBound(r *Record) int64 {
+	return int64(8+3+8+len(r.UID)+1+4*binary.MaxVarintLen64+10*binary.MaxVarintLen64+
+		len(r.RequestID)+len(r.ClientIP)+len(r.Model)+len(r.ServedModel)+len(r.Upstream)+
+		len(r.Tried)+len(r.Error)+len(r.RequestBody)+len(r.ResponseBody)) + int64(len(r.Chunks))
+}
+
+// write takes r (and releases it): its frame goes into memory for the
+// flusher. It returns false when r was dropped: the frames waiting for a
+// refusing disk already fill maxPending.
+func (sp *spiller) write(r *Record) bool {
+	n := frameBound(r)
+	if sp.pend.Load()+n > sp.maxPending {
+		ReleaseRecord(r)
+		sp.drop(1)
+		return false
 	}
+	sp.mu.Lock()
+	k := len(sp.buf) - 1
+	if k < 0 || int64(cap(sp.buf[k])-len(sp.buf[k])) < n {
+		sp.buf = append(sp.buf, sp.blockLocked(n))
+		k++
+	}
+	before := len(sp.buf[k])
+	sp.buf[k] = appendSpillFrame(sp.buf[k], r)
+	sp.pend.Add(int64(len(sp.buf[k]) - before))
+	closed := sp.closed
+	sp.mu.Unlock()
 	ReleaseRecord(r)
-	if sp.closed || sp.size >= maxSpillBytes || sp.count >= maxSpillRecords {
+	if closed {
+		// No flusher any more: write it now, so that the next Open
+		// finds it.
+		sp.flush(true)
+		return true
+	}
+	select {
+	case sp.kick <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// drop counts n dropped records and says so at most once per interval.
+func (sp *spiller) drop(n int) {
+	total := sp.dropped.Add(uint64(n))
+	if sp.dropLog.ok() {
+		sp.log.Error("request records dropped: the database and the spill folder refuse writes and memory for them is full",
+			"dropped_total", total, "pending_bytes", sp.pend.Load(), "max_pending_bytes", sp.maxPending, "dir", sp.dir)
+	}
+}
+
+// run moves frames from memory to spill files until close.
+func (sp *spiller) run() {
+	defer close(sp.done)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	backoff := spillRetryMin
+	for {
+		select {
+		case <-sp.kick:
+		case <-retry.C:
+		case <-sp.quit:
+			return
+		}
+		if err := sp.flush(false); err != nil {
+			if sp.failLog.ok() {
+				sp.log.Error("cannot write spill file; records wait in memory", "err", err,
+					"pending_bytes", sp.pend.Load(), "max_pending_bytes", sp.maxPending)
+			}
+			retry.Reset(backoff)
+			backoff = min(backoff*2, spillRetryMax)
+			continue
+		}
+		backoff = spillRetryMin
+	}
+}
+
+// flush writes every frame in memory to spill files; seal also seals the
+// current file. On an error the frames not written stay in memory.
+func (sp *spiller) flush(seal bool) error {
+	sp.ioMu.Lock()
+	defer sp.ioMu.Unlock()
+	sp.grabLocked()
+	err := sp.writeHeldLocked()
+	if seal || sp.closedNow() {
 		sp.sealLocked()
 	}
-	return nil
+	return err
 }
 
-func (sp *spiller) writeLocked(r *Record) error {
-	if sp.f == nil {
-		sp.seq++
-		// Fixed-width nanoseconds first so names sort by age.
-		sp.name = filepath.Join(sp.dir, fmt.Sprintf("%020d-%d-%d", time.Now().UnixNano(), os.Getpid(), sp.seq))
-		f, err := os.OpenFile(sp.name+spillOpenExt, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o644)
-		if err != nil {
-			return fmt.Errorf("cannot create spill file: %w", err)
+func (sp *spiller) closedNow() bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.closed
+}
+
+// spillBlock is the size of the blocks frames are appended to: a frame
+// never moves once written (no growing buffer copied under the lock), and a
+// larger frame gets a block of its own.
+const (
+	spillBlock    = 64 << 10
+	maxFreeBlocks = 16
+)
+
+// blockLocked returns an empty block with room for n bytes.
+func (sp *spiller) blockLocked(n int64) []byte {
+	if n <= spillBlock {
+		if k := len(sp.free); k > 0 {
+			b := sp.free[k-1]
+			sp.free = sp.free[:k-1]
+			return b
 		}
-		sp.f, sp.size, sp.count = f, 0, 0
+		return make([]byte, 0, spillBlock)
 	}
-	sp.buf = appendSpillFrame(sp.buf[:0], r)
-	n, err := spillWrite(sp.f, sp.buf)
-	sp.size += n
-	if err != nil {
-		if n > 0 {
-			// A partial frame would end the file at replay: cut it
-			// off, or if that fails too, seal the file before it.
-			if terr := sp.f.Truncate(int64(sp.size - n)); terr == nil {
-				sp.size -= n
-			} else {
-				sp.sealLocked()
+	return make([]byte, 0, n)
+}
+
+// recycle keeps an emptied block for reuse.
+func (sp *spiller) recycle(b []byte) {
+	if cap(b) != spillBlock {
+		return
+	}
+	sp.mu.Lock()
+	if len(sp.free) < maxFreeBlocks {
+		sp.free = append(sp.free, b[:0])
+	}
+	sp.mu.Unlock()
+}
+
+// grabLocked moves the blocks of buf behind held.
+func (sp *spiller) grabLocked() {
+	sp.mu.Lock()
+	sp.held = append(sp.held, sp.buf...)
+	clear(sp.buf)
+	sp.buf = sp.buf[:0]
+	sp.mu.Unlock()
+}
+
+// writeHeldLocked appends the frames in held to spill files, a file taking
+// at most maxSpillBytes or maxSpillRecords (or one larger frame), sealed
+// when full.
+func (sp *spiller) writeHeldLocked() error {
+	for len(sp.held) > 0 {
+		blk := sp.held[0]
+		if len(blk) == 0 {
+			sp.recycle(blk[:cap(blk)])
+			sp.held[0] = nil
+			sp.held = sp.held[1:]
+			continue
+		}
+		if sp.f == nil {
+			sp.seq++
+			// Fixed-width nanoseconds first so names sort by age.
+			sp.name = filepath.Join(sp.dir, fmt.Sprintf("%020d-%d-%d", time.Now().UnixNano(), os.Getpid(), sp.seq))
+			f, err := os.OpenFile(sp.name+spillOpenExt, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("cannot create spill file: %w", err)
 			}
+			sp.f, sp.size, sp.count = f, 0, 0
 		}
-		return fmt.Errorf("cannot write spill file %s: %w", sp.name+spillOpenExt, err)
+		// whole frames that fit in this file
+		n, k := 0, 0
+		for n < len(blk) && sp.count+k < maxSpillRecords {
+			l := 8 + int(binary.LittleEndian.Uint32(blk[n:]))
+			if sp.size+n+l > maxSpillBytes && sp.size+n > 0 {
+				break
+			}
+			n += l
+			k++
+		}
+		if n > 0 {
+			w, err := spillWrite(sp.f, blk[:n])
+			if err != nil {
+				if w > 0 {
+					// A partial frame would end the file at replay:
+					// cut it off, or if that fails too, seal the
+					// file before it.
+					if terr := sp.f.Truncate(int64(sp.size)); terr != nil {
+						sp.sealLocked()
+					}
+				}
+				return fmt.Errorf("cannot write spill file %s: %w", sp.name+spillOpenExt, err)
+			}
+			sp.size += n
+			sp.count += k
+			sp.held[0] = blk[n:]
+			sp.pend.Add(-int64(n))
+		}
+		if sp.size >= maxSpillBytes || sp.count >= maxSpillRecords || len(sp.held[0]) > 0 {
+			sp.sealLocked()
+		}
 	}
-	sp.count++
-	if cap(sp.buf) > 1<<20 {
-		sp.buf = nil
-	}
+	sp.held = sp.held[:0]
 	return nil
 }
 
@@ -283,40 +469,111 @@ func (sp *spiller) sealLocked() {
 	sp.sealed = append(sp.sealed, sealed)
 }
 
-// take seals the current file and hands over every sealed file and every
-// record kept in memory.
-func (sp *spiller) take() (files []string, mem []*Record) {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
+// take seals the current file and hands over every sealed file and the
+// frames still in memory, which the writer reads like a file.
+func (sp *spiller) take() (files []string, mem [][]byte) {
+	sp.ioMu.Lock()
+	defer sp.ioMu.Unlock()
+	sp.grabLocked()
 	sp.sealLocked()
-	files, mem = sp.sealed, sp.lost
-	sp.sealed, sp.lost = nil, nil
+	files, mem = sp.sealed, sp.held
+	sp.sealed, sp.held = nil, nil
+	sp.pend.Add(-blocksLen(mem))
 	return files, mem
+}
+
+func blocksLen(bs [][]byte) int64 {
+	var n int64
+	for _, b := range bs {
+		n += int64(len(b))
+	}
+	return n
 }
 
 // pending says whether take has anything to hand over.
 func (sp *spiller) pending() bool {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return sp.f != nil || len(sp.sealed) > 0 || len(sp.lost) > 0
+	if sp.pend.Load() > 0 {
+		return true
+	}
+	sp.ioMu.Lock()
+	defer sp.ioMu.Unlock()
+	return sp.f != nil || len(sp.sealed) > 0 || len(sp.held) > 0
 }
 
-// putBack returns files and records the writer could not finish, for a later
-// take.
-func (sp *spiller) putBack(files []string, mem []*Record) {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
+// putBack returns files and frames the writer could not finish, for a
+// later take; the frames go first, as they were taken first.
+func (sp *spiller) putBack(files []string, mem [][]byte) {
+	sp.ioMu.Lock()
+	defer sp.ioMu.Unlock()
 	sp.sealed = append(files, sp.sealed...)
-	sp.lost = append(mem, sp.lost...)
+	if len(mem) > 0 {
+		sp.held = append(mem, sp.held...)
+		sp.pend.Add(blocksLen(mem))
+	}
 }
 
-// close makes every later write seal its file at once, so no file stays
-// open once the Sink is closed; a later Open replays them.
-func (sp *spiller) close() {
+// close stops the flusher and writes what memory holds to spill files,
+// sealed; a later write goes to disk at once. Frames the disk still refuses
+// are counted as dropped, and the error says so.
+func (sp *spiller) close() error {
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
+	already := sp.closed
 	sp.closed = true
-	sp.sealLocked()
+	sp.mu.Unlock()
+	if !already {
+		close(sp.quit)
+		if sp.started {
+			<-sp.done
+		}
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = sp.flush(true); err == nil {
+			return nil
+		}
+		time.Sleep(spillRetryMin << attempt)
+	}
+	sp.ioMu.Lock()
+	n := 0
+	for _, b := range sp.held {
+		n += countFrames(b)
+	}
+	sp.pend.Add(-blocksLen(sp.held))
+	sp.held = nil
+	sp.ioMu.Unlock()
+	sp.drop(n)
+	return fmt.Errorf("%d request records lost: %w", n, err)
+}
+
+// countFrames is the number of frames in b.
+func countFrames(b []byte) int {
+	n := 0
+	for len(b) >= 8 {
+		l := 8 + int(binary.LittleEndian.Uint32(b))
+		if l > len(b) {
+			break
+		}
+		b = b[l:]
+		n++
+	}
+	return n
+}
+
+// throttle lets an event through at most once per interval (10 s by
+// default), from any goroutine.
+type throttle struct {
+	last  atomic.Int64 // Unix ns of the last event let through
+	every time.Duration
+}
+
+func (t *throttle) ok() bool {
+	every := t.every
+	if every == 0 {
+		every = failLogEvery
+	}
+	now := time.Now().UnixNano()
+	last := t.last.Load()
+	return (last == 0 || now-last >= int64(every)) && t.last.CompareAndSwap(last, now)
 }
 
 // badName is where a spill file with a damaged tail is kept for inspection.

@@ -116,22 +116,36 @@ func parseMonth(s string) (month, bool) {
 	return monthOf(t), true
 }
 
-// store is the open database file. Only the writer goroutine uses it.
-type store struct {
-	path  string
-	node  string // the node column
-	db    *sql.DB
-	month month
+// sqliteStore is the open database file. Only the writer goroutine uses
+// it.
+type sqliteStore struct {
+	path        string
+	node        string // the node column
+	storeBodies bool
+	db          *sql.DB // nil after a rotation could not open the fresh file
+	mon         month
+	args        []driver.NamedValue
 }
 
+var _ store = (*sqliteStore)(nil)
+
+func (st *sqliteStore) month() month { return st.mon }
+
 // openStore opens path, creating it and its folder, brings the schema up to
-// date and reads the file's month; a fresh file gets now's.
-func openStore(path, node string, now month) (*store, error) {
+// date and reads the file's month; a fresh file gets now's. A new file and
+// its folder are private (0600, 0700): prompts are private data. SQLite
+// gives the WAL and shared-memory files the mode of the database file.
+func openStore(path, node string, now month) (*sqliteStore, error) {
 	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("cannot create folder for %s: %w", path, err)
 		}
 	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open %s: %w", path, err)
+	}
+	_ = f.Close()
 	db, err := sql.Open("sqlite3", path+dsnParams)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
@@ -139,7 +153,7 @@ func openStore(path, node string, now month) (*store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	st := &store{path: path, node: node, db: db}
+	st := &sqliteStore{path: path, node: node, db: db}
 	if err := st.init(now); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
@@ -147,7 +161,7 @@ func openStore(path, node string, now month) (*store, error) {
 	return st, nil
 }
 
-func (st *store) init(now month) error {
+func (st *sqliteStore) init(now month) error {
 	if _, err := st.db.Exec(createSQL); err != nil {
 		return fmt.Errorf("cannot create tables: %w", err)
 	}
@@ -163,7 +177,7 @@ func (st *store) init(now month) error {
 		if _, err := st.db.Exec("INSERT INTO meta (key, value) VALUES ('month', ?)", now.String()); err != nil {
 			return fmt.Errorf("cannot stamp month: %w", err)
 		}
-		st.month = now
+		st.mon = now
 		return nil
 	}
 	if err != nil {
@@ -173,12 +187,12 @@ func (st *store) init(now month) error {
 	if !ok {
 		return fmt.Errorf("meta month %q is not YYYY-MM", v)
 	}
-	st.month = m
+	st.mon = m
 	return nil
 }
 
 // migrate adds the columns an older file lacks.
-func (st *store) migrate() error {
+func (st *sqliteStore) migrate() error {
 	rows, err := st.db.Query("SELECT name FROM pragma_table_info('requests')")
 	if err != nil {
 		return fmt.Errorf("cannot read columns: %w", err)
@@ -225,11 +239,20 @@ var yield = func() {
 	}
 }
 
-func (st *store) insert(rows []row, args []driver.NamedValue, storeBodies bool) ([]driver.NamedValue, error) {
-	ctx := context.Background()
+func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
+	if st.db == nil {
+		// A rotation could not open the fresh file; try again.
+		fresh, err := openStore(st.path, st.node, st.mon)
+		if err != nil {
+			return err
+		}
+		fresh.storeBodies, fresh.args = st.storeBodies, st.args
+		*st = *fresh
+	}
+	args := st.args
 	conn, err := st.db.Conn(ctx)
 	if err != nil {
-		return args, err
+		return err
 	}
 	defer conn.Close()
 	err = conn.Raw(func(dc any) error {
@@ -254,7 +277,7 @@ func (st *store) insert(rows []row, args []driver.NamedValue, storeBodies bool) 
 			panic(fmt.Sprintf("BUG: sqlite3 statement %T lacks ExecContext", stmt))
 		}
 		for i := range rows {
-			args = rows[i].appendArgs(args[:0], storeBodies, st.node)
+			args = rows[i].appendArgs(args[:0], st.storeBodies, st.node)
 			if _, err := exec.ExecContext(ctx, args); err != nil {
 				_ = stmt.Close()
 				_ = tx.Rollback()
@@ -271,12 +294,16 @@ func (st *store) insert(rows []row, args []driver.NamedValue, storeBodies bool) 
 		return tx.Commit()
 	})
 	clear(args) // drop the views of the records' bytes
-	return args, err
+	st.args = args
+	return err
 }
 
 // close checkpoints the WAL into the file and closes it, so that the file
 // stands alone.
-func (st *store) close() error {
+func (st *sqliteStore) close() error {
+	if st.db == nil {
+		return nil
+	}
 	_, err := st.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	if cerr := st.db.Close(); err == nil {
 		err = cerr
@@ -291,8 +318,8 @@ func (st *store) close() error {
 // it holds, and opens a fresh one for now. If closing or renaming fails the
 // old file is reopened, so that records keep a home; the caller retries
 // later.
-func (st *store) rotate(now month) (string, error) {
-	dst := rotatedName(st.path, st.month)
+func (st *sqliteStore) rotate(now month) (string, error) {
+	dst := rotatedName(st.path, st.mon)
 	renameErr := st.close()
 	if renameErr == nil {
 		renameErr = os.Rename(st.path, dst)
@@ -308,8 +335,10 @@ func (st *store) rotate(now month) (string, error) {
 	}
 	fresh, err := openStore(st.path, st.node, now)
 	if err != nil {
+		st.db = nil // insert tries again
 		return "", err
 	}
+	fresh.storeBodies, fresh.args = st.storeBodies, st.args
 	*st = *fresh
 	if renameErr != nil {
 		return "", fmt.Errorf("cannot rotate %s to %s: %w", st.path, dst, renameErr)
