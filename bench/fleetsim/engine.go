@@ -105,19 +105,25 @@ func (e *engine) submitAt(at time.Duration, r *request) {
 }
 
 // run drives the engine on the clock until ctx is done: it runs every step
-// that has ended by now, sleeps until the next one ends (at least gran of
-// wall time, so that a fast clock costs a bounded number of wake-ups; late
-// steps are caught up, results do not depend on it), or until an arrival
-// wakes an idle engine.
+// that has ended before now, then sleeps until the next one ends (at least
+// gran of wall time, so that a fast clock costs a bounded number of
+// wake-ups; late steps are caught up, results do not depend on it), or
+// until an arrival wakes an idle engine.
 func (e *engine) run(ctx context.Context, gran time.Duration) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
 		e.mu.Lock()
 		e.advance(e.clock.now())
-		busy, end := e.busy, e.stepEnd
+		next := time.Duration(-1)
+		switch {
+		case e.busy:
+			next = e.stepEnd
+		case len(e.waiting) > 0:
+			next = max(e.stepEnd, e.waiting[0].at)
+		}
 		e.mu.Unlock()
-		if !busy {
+		if next < 0 {
 			select {
 			case <-e.wake:
 				continue
@@ -125,7 +131,7 @@ func (e *engine) run(ctx context.Context, gran time.Duration) {
 				return
 			}
 		}
-		t.Reset(max(e.clock.wallUntil(end), gran))
+		t.Reset(max(e.clock.wallUntil(next)+time.Microsecond, gran))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -134,14 +140,17 @@ func (e *engine) run(ctx context.Context, gran time.Duration) {
 	}
 }
 
-// advance runs the engine up to simulated time now: every step that ends by
-// now is finished and the next one started at its end; an idle engine starts
-// at the first arrival. What happens depends only on the arrival times and
-// the requests, never on when advance is called. Caller holds e.mu.
+// advance runs the engine up to simulated time now: every step that ends
+// before now is finished and the next one started at its end; an idle
+// engine starts at the first arrival. A step starting at t takes every
+// arrival up to t, and is only started once now is past t, when no more
+// arrivals at or before t can come: so what happens depends only on the
+// arrival times and the requests, never on when advance is called, and
+// arrivals at the same instant are scheduled together. Caller holds e.mu.
 func (e *engine) advance(now time.Duration) {
 	for {
 		if e.busy {
-			if e.stepEnd > now {
+			if e.stepEnd >= now {
 				return
 			}
 			e.finishStep()
@@ -153,7 +162,7 @@ func (e *engine) advance(now time.Duration) {
 				return
 			}
 			t = max(t, e.waiting[0].at)
-			if t > now {
+			if t >= now {
 				return
 			}
 		}
