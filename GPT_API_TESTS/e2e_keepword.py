@@ -13,11 +13,11 @@ import time
 from e2e_common import expect_status, hdr, rid
 from e2e_infra import (CheckFail, Stream, client, ensure, eq, http_request,
                        short, wait_until)
-from e2e_mock import Json, Sse, chat_answer, chat_chunks
+from e2e_mock import Json, Sse, Trickle, chat_answer, chat_chunks
 
 
 def groups():
-    return [metrics_group]
+    return [metrics_group, shutdown_group, send_timeout_group, first_byte_group, pool_group]
 
 
 def _gw_log(gw):
@@ -55,3 +55,276 @@ def metrics_group(R):
                          ("gptapi_ttft_seconds", "histogram"),
                          ("gptapi_active_streams", "gauge")):
             ensure("# TYPE %s %s\n" % (fam, typ) in text, "no # TYPE %s %s" % (fam, typ))
+
+
+# ====================================================================== shutdown
+
+def _start_streams(gw, model, n, tag, timeout=30):
+    """n streams read by threads; returns (ids, streams, results, threads)
+    once every stream has its first event."""
+    ids = [rid(tag) for _ in range(n)]
+    streams, results = {}, {}
+
+    def reader(req_id):
+        try:
+            s = Stream(gw.port, "/v1/chat/completions",
+                       {"model": model, "stream": True,
+                        "messages": [{"role": "user", "content": "hi"}]},
+                       hdr(req_id), timeout=timeout)
+            streams[req_id] = s
+            s.next_event()
+            s.read_all()
+            results[req_id] = s
+        except Exception as e:
+            results[req_id] = e
+    ts = [threading.Thread(target=reader, args=(i,), daemon=True) for i in ids]
+    for t in ts:
+        t.start()
+    wait_until(lambda: len(streams) == n and all(s.events for s in streams.values()),
+               10, 0.02, "%d streams to start" % n)
+    return ids, streams, results, ts
+
+
+def _wait_exit(gw, timeout):
+    try:
+        gw.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        gw.kill()
+        raise CheckFail("gptapi did not exit within %ds: %s" % (timeout, gw.log_tail(6)))
+    return gw.proc.returncode
+
+
+def _rows_after_replay(gw, ids, timeout=10):
+    """Restart gptapi on the same database (it replays the spill folder)
+    and return the rows of ids once all are there, or what is there."""
+    gw.proc = None
+    gw.err = None
+    gw.start()
+    want = set(ids)
+
+    def got():
+        rows = [r for r in gw.rows("request_id LIKE ?", (ids[0].rsplit("-", 1)[0] + "-%",))
+                if r["request_id"] in want]
+        return rows if len(rows) == len(want) else None
+    try:
+        return wait_until(got, timeout, 0.1, "records")
+    except CheckFail:
+        rows = gw.rows("request_id LIKE ?", (ids[0].rsplit("-", 1)[0] + "-%",))
+        return [r for r in rows if r["request_id"] in want]
+
+
+def shutdown_group(R):
+    mA = R.mock("A")
+    pieces = ["p%d " % i for i in range(40)]
+
+    @R.check("keepword.shutdown.second_signal_open_streams")
+    def _():
+        gw = R.gateway("kw-sig2", {"server": {"shutdown_timeout": "20s"},
+                                   "check_config": {"stream_idle_timeout": "5s"},
+                                   "openai_clients": [client("a", mA, ["m-s"])]})
+        mA.always(lambda rec: Sse(chat_chunks("m-s", pieces), interval=0.2))
+        gw.ensure()
+        ids, streams, results, ts = _start_streams(gw, "m-s", 20, "sig2")
+        gw.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        t2 = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        rc = _wait_exit(gw, 15)
+        took = time.monotonic() - t2
+        for t in ts:
+            t.join(5)
+        eq(rc, 0, "exit code after a second SIGTERM")
+        ensure(took < 5, "exited %.1fs after the second SIGTERM, not at once" % took)
+        log = _gw_log(gw)
+        ensure("every record written" in log, "no 'every record written' line: %s" % gw.log_tail(4))
+        cut = [s for s in results.values() if isinstance(s, Stream)
+               and any("shutting down" in (e.get("error") or {}).get("message", "")
+                       for e in s.errors())]
+        eq(len(cut), 20, "streams that got the shutting-down error event")
+        rows = _rows_after_replay(gw, ids)
+        eq(len(rows), 20, "records of the 20 cut streams (database + replayed spill)")
+        eq(sorted({r["status"] for r in rows}), [502], "statuses")
+        ensure(all("shutting down" in r["error"] for r in rows), "errors: %s" % short({r["error"] for r in rows}))
+
+    @R.check("keepword.shutdown.second_signal_full_queue")
+    def _():
+        # Records wait in memory up to flush_interval (4s) and the queue is
+        # full: a second SIGTERM right after the streams ended must still
+        # put every one in the database or the spill folder.
+        gw = R.gateway("kw-sig2q", {"server": {"shutdown_timeout": "20s"},
+                                    "logsink": {"queue_size": 8, "batch_size": 4096,
+                                                "flush_interval": "4s"},
+                                    "openai_clients": [client("a", mA, ["m-q"])]})
+        mA.always(lambda rec: Sse(chat_chunks("m-q", ["a", "b", "c", "d"]), interval=0.25))
+        gw.ensure()
+        ids, streams, results, ts = _start_streams(gw, "m-q", 30, "sig2q")
+        gw.signal(signal.SIGTERM)
+        for t in ts:
+            t.join(10)
+        gw.signal(signal.SIGTERM)
+        rc = _wait_exit(gw, 15)
+        eq(rc, 0, "exit code after a second SIGTERM")
+        rows = _rows_after_replay(gw, ids)
+        eq(len(rows), 30, "records of 30 streams (database + replayed spill)")
+
+
+# ====================================================================== send_timeout
+
+def _stalled_caller(port, model, req_id, rcvbuf=4096):
+    """A streaming request whose caller reads the status line and headers,
+    then never reads again, with a small receive window."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(15)
+    s.connect(("127.0.0.1", port))
+    body = ('{"model":"%s","stream":true,"messages":[{"role":"user","content":"hi"}]}' % model).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Content-Type: application/json\r\nX-Request-Id: " + req_id.encode() +
+              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = s.recv(1)
+        if not b:
+            raise CheckFail("connection closed before the headers")
+        head += b
+    return s, head
+
+
+def _big_stream(model):
+    """A long stream of 32 KiB events: enough to fill every socket buffer
+    between gptapi and a caller that stopped reading."""
+    piece = "x" * 32768
+    return Sse(chat_chunks(model, [piece] * 600), interval=0.01)
+
+
+def _active_streams(gw):
+    r = http_request(gw.port, "GET", "/metrics", timeout=5)
+    for line in r.body.decode().splitlines():
+        if line.startswith("gptapi_active_streams "):
+            return float(line.split()[1])
+    return None
+
+
+def send_timeout_group(R):
+    mA = R.mock("A")
+
+    @R.check("keepword.send_timeout.stalled_caller_499")
+    def _():
+        gw = R.gateway("kw-send", {"server": {"send_timeout": "2s"},
+                                   "openai_clients": [client("a", mA, ["m-big"])]})
+        mA.always(lambda rec: _big_stream("m-big"))
+        gw.ensure()
+        req_id = rid("stall")
+        s, head = _stalled_caller(gw.port, "m-big", req_id)
+        try:
+            ensure(b" 200 " in head.split(b"\r\n")[0], "status line %r" % head[:40])
+            row = gw.row(req_id, timeout=20)
+            eq(row["status"], 499, "record status of a caller that stopped reading")
+            ensure("send_timeout" in row["error"], "record error %r" % row["error"])
+            up = mA.last("/chat/completions")
+            wait_until(lambda: up.write_failed_at or up.finished_at, 5, 0.05,
+                       "the upstream to see its connection closed")
+            ensure(up.write_failed_at is not None, "the upstream finished its answer instead of being cut")
+            eq(_active_streams(gw), 0.0, "gptapi_active_streams")
+        finally:
+            s.close()
+
+    @R.check("keepword.send_timeout.stalled_caller_at_shutdown")
+    def _():
+        gw = R.gateway("kw-send-shut", {"server": {"send_timeout": "60s", "shutdown_timeout": "2s"},
+                                        "openai_clients": [client("a", mA, ["m-big"])]})
+        mA.always(lambda rec: _big_stream("m-big"))
+        gw.ensure()
+        req_id = rid("stallshut")
+        s, _ = _stalled_caller(gw.port, "m-big", req_id)
+        try:
+            time.sleep(1)
+            t0 = time.monotonic()
+            gw.signal(signal.SIGTERM)
+            rc = _wait_exit(gw, 20)
+            took = time.monotonic() - t0
+        finally:
+            s.close()
+        eq(rc, 0, "exit code")
+        ensure(took < 8, "exit took %.1fs after SIGTERM with shutdown_timeout 2s" % took)
+        rows = gw.rows("request_id = ?", (req_id,))
+        ensure(rows, "no record of the stalled stream; log: %s" % gw.log_tail(3))
+        eq(rows[0]["status"], 502, "record status")
+        ensure("shutting down" in rows[0]["error"], "record error %r" % rows[0]["error"])
+
+
+# ====================================================================== first_byte_timeout
+
+def first_byte_group(R):
+    mT, mB = R.mock("T"), R.mock("B")
+    gw = R.gateway("kw-firstbyte", {
+        "check_config": {"first_byte_timeout": "2s", "stream_idle_timeout": "10s",
+                         "request_timeout": "30s"},
+        "openai_clients": [client("trickle", mT, ["m-fb"], priority=1),
+                           client("backup", mB, ["m-fb"], priority=0)]})
+
+    @R.check("keepword.first_byte.trickled_headers_plain")
+    def _():
+        mT.always(Trickle(chat_answer("m-fb", "late"), gap=0.5))
+        t0 = time.monotonic()
+        r = gw.chat("m-fb", timeout=25)
+        took = time.monotonic() - t0
+        expect_status(r, 200)
+        eq(r.header("X-Gptapi-Upstream"), "backup", "X-Gptapi-Upstream")
+        ensure(took < 5, "failed over after %.1fs; first_byte_timeout is 2s" % took)
+
+    @R.check("keepword.first_byte.trickled_headers_stream")
+    def _():
+        mT.always(Trickle(chat_answer("m-fb", "late"), gap=0.5))
+        t0 = time.monotonic()
+        s = gw.stream_chat("m-fb", timeout=25)
+        took = time.monotonic() - t0
+        s.read_all()
+        eq(s.status, 200, "status")
+        eq(s.header("X-Gptapi-Upstream"), "backup", "X-Gptapi-Upstream")
+        ensure(took < 5, "failed over after %.1fs; first_byte_timeout is 2s" % took)
+
+    @R.check("keepword.first_byte.ping_comments_stream")
+    def _():
+        pings = [": ping\n\n"] * 100
+        mT.always(Sse(pings + chat_chunks("m-fb", ["late"]), interval=0.5))
+        t0 = time.monotonic()
+        s = gw.stream_chat("m-fb", timeout=25)
+        took = time.monotonic() - t0
+        s.read_all()
+        eq(s.status, 200, "status")
+        eq(s.header("X-Gptapi-Upstream"), "backup", "X-Gptapi-Upstream")
+        ensure(took < 5, "failed over after %.1fs; first_byte_timeout is 2s" % took)
+
+
+# ====================================================================== pool
+
+def pool_group(R):
+    mP = R.mock("P")
+    gw = R.gateway("kw-pool", {
+        "check_config": {"max_conn_wait": "5s", "failure_threshold": 1, "cooldown": "30s"},
+        "openai_clients": [client("p", mP, ["m-pool"], max_conns=2)]})
+
+    @R.check("keepword.pool.exhaustion_waits_no_cooldown")
+    def _():
+        mP.always(lambda rec: Sse(chat_chunks("m-pool", ["a", "b", "c", "d"]), interval=0.2))
+        gw.ensure()
+        out = [None] * 6
+
+        def one(i):
+            try:
+                s = gw.stream_chat("m-pool", timeout=20)
+                s.read_all()
+                out[i] = (s.status, s.content(), s.done)
+            except Exception as e:
+                out[i] = e
+        ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(25)
+        bad = [o for o in out if o != (200, "abcd", True)]
+        ensure(not bad, "%d of 6 streams over max_conns 2 failed: %s" % (len(bad), short(bad[:2])))
+        r = gw.get("/metrics")
+        ensure('gptapi_upstream_cooldown{upstream="p"} 0' in r.body.decode(),
+               "the upstream went into cooldown for pool overflow")

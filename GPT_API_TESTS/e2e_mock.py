@@ -14,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = [
-    "MockUpstream", "Json", "Sse", "Fail", "Stall", "SlowJson",
+    "MockUpstream", "Json", "Sse", "Fail", "Stall", "SlowJson", "Trickle",
     "refused_url", "free_port", "chat_chunks", "completion_chunks",
     "chat_answer", "completion_answer",
 ]
@@ -50,6 +50,14 @@ class SlowJson:
 
     def __init__(self, body, status=200, gap=3.0):
         self.body, self.status, self.gap = body, status, gap
+
+
+class Trickle:
+    """Send the status line and headers one byte every `gap` seconds (a
+    padding header makes them `pad` bytes longer), then the JSON body."""
+
+    def __init__(self, body, gap=0.5, pad=120):
+        self.body, self.gap, self.pad = body, gap, pad
 
 
 class Fail(Json):
@@ -245,6 +253,18 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(action, Stall):
             mock.sleep(action.seconds)
             self.close_connection = True
+            return
+        if isinstance(action, Trickle):
+            data = json.dumps(action.body).encode()
+            head = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    "X-Pad: %s\r\nContent-Length: %d\r\n\r\n" % ("p" * action.pad, len(data))).encode()
+            for i in range(len(head)):
+                self._write(rec, head[i:i + 1])
+                self.wfile.flush()
+                if mock._stop.is_set():
+                    return
+                mock.sleep(action.gap)
+            self._write(rec, data)
             return
         if isinstance(action, SlowJson):
             data = action.body if isinstance(action.body, bytes) else \

@@ -20,7 +20,11 @@ import (
 type attemptError struct {
 	msg     string // for the caller: names the client, never its address
 	timeout bool
-	cause   error // the transport error, for the log only; may be nil
+	// overflow: no pooled connection was free within max_conn_wait. The
+	// next candidate is tried, but it says nothing of the upstream's
+	// health: no cooldown.
+	overflow bool
+	cause    error // the transport error, for the log only; may be nil
 }
 
 func (e *attemptError) Error() string { return e.msg }
@@ -74,7 +78,10 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 				return
 			}
 			now := time.Now()
-			cooling := h.Fail(now, chk.FailureThreshold, chk.Cooldown)
+			cooling := false
+			if !err.overflow {
+				cooling = h.Fail(now, chk.FailureThreshold, chk.Cooldown)
+			}
 			if ok, held := up.hists.failures.allow(now, failureLogEvery); ok {
 				x.s.log.Warn("upstream failing", "upstream", up.cfg.Name, "err", err.msg, "cause", err.cause,
 					"cooldown", cooling, "more_since_last_line", held)
@@ -192,7 +199,8 @@ func retryable(status int) bool {
 // what happened in words of the client's name; the error itself, which
 // carries addresses, goes only to the log.
 func upstreamFailure(up *upstream, err error) *attemptError {
-	return &attemptError{msg: up.cfg.Name + ": " + failureKind(err), timeout: isTimeout(err), cause: err}
+	return &attemptError{msg: up.cfg.Name + ": " + failureKind(err), timeout: isTimeout(err), cause: err,
+		overflow: errors.Is(err, fasthttp.ErrNoFreeConns)}
 }
 
 // failureKind is the caller-facing words for a transport error.

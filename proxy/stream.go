@@ -133,6 +133,9 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		streamBodyPool.Put(sb)
 		return upstreamFailure(up, err)
 	}
+	if c := connOf(resp); c != nil {
+		c.dataStarted() // first_byte_timeout no longer applies
+	}
 
 	sb.s, sb.up, sb.resp, sb.start, sb.firstEvt = x.s, up, resp, x.start, time.Now()
 	rec := x.rec

@@ -68,16 +68,17 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	if c.KeyMode != "passthrough" && c.APIKey != "" {
 		up.auth = "Bearer " + c.APIKey
 	}
-	up.plain = up.hostClient(c, chk.ConnectTimeout, chk.FirstByteTimeout, 0)
+	up.plain = up.hostClient(c, chk, 0)
 	// fasthttp refuses a body over the limit before reading it, whether its
 	// Content-Length says so or its chunks add up to it: an upstream cannot
 	// make gptapi allocate what it declares.
 	up.plain.MaxResponseBodySize = chk.MaxResponseBytes
-	up.stream = up.hostClient(c, chk.ConnectTimeout, chk.FirstByteTimeout, chk.StreamIdleTimeout)
+	up.stream = up.hostClient(c, chk, chk.StreamIdleTimeout)
 	return up, nil
 }
 
-func (up *upstream) hostClient(c *configs.Client, connect, firstByte, idle time.Duration) *fasthttp.HostClient {
+func (up *upstream) hostClient(c *configs.Client, chk *configs.Check, idle time.Duration) *fasthttp.HostClient {
+	connect, firstByte := chk.ConnectTimeout, chk.FirstByteTimeout
 	maxConns := c.MaxConns
 	if maxConns <= 0 {
 		maxConns = 1024
@@ -88,6 +89,9 @@ func (up *upstream) hostClient(c *configs.Client, connect, firstByte, idle time.
 		IsTLS:     up.tls,
 		TLSConfig: &tls.Config{ServerName: hostname(up.host), ClientSessionCache: tls.NewLRUClientSessionCache(64)},
 		MaxConns:  maxConns,
+		// With every connection busy a request waits this long for one
+		// (fasthttp.ErrNoFreeConns after it): overflow, not ill health.
+		MaxConnWaitTimeout: chk.MaxConnWait,
 		// uvicorn-based servers (vLLM, SGLang) close keep-alive connections
 		// idle for 5 s; closing ours first avoids most stale ones.
 		MaxIdleConnDuration: 4 * time.Second,
@@ -109,7 +113,7 @@ func (up *upstream) hostClient(c *configs.Client, connect, firstByte, idle time.
 			if err != nil {
 				return nil, err
 			}
-			return &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}, nil
+			return newDeadlineConn(conn, firstByte, idle), nil
 		},
 	}
 }
@@ -138,58 +142,118 @@ func (up *upstream) closeIdle() {
 }
 
 // deadlineConn turns fasthttp's absolute read deadline into the SPEC's
-// timeouts. fasthttp sets one deadline before reading each response (the
-// request's, e.g. request_timeout, or none); each Read here also bounds the
-// silence: firstByte while waiting for the response, idle between reads
-// after it (0 = no silence bound). The netpoller enforces it: no timer per
-// stream, no allocation per read.
-//
-// For streams the first SSE event usually follows the headers in a read of
-// its own (vLLM sends headers before prefill), so firstByte also bounds the
-// read after the headers; from then on idle applies.
+// timeouts (§2). fasthttp sets one deadline before reading each response
+// (the request's, e.g. request_timeout, or none); from that moment
+// firstByte is a fixed deadline, not renewed by bytes that trickle in: it
+// bounds the response headers, and for streams also the first data event
+// (the relay calls dataStarted once it has it, so neither slow headers nor
+// keep-alive comments extend it). After that, each Read bounds the silence
+// by idle (0 = no bound but the request's). The netpoller enforces it: no
+// timer per stream, no allocation per read.
 type deadlineConn struct {
 	net.Conn
 	firstByte, idle time.Duration
 	abs             time.Time // deadline fasthttp asked for; zero = none
-	reads           int       // reads that returned data in this exchange
+	phase           uint8     // phaseHead, phaseFirstEvent or phaseFlowing
+	crlf            uint8     // bytes of "\r\n\r\n" matched at the end of what was read
+	addr            connAddr
+}
+
+const (
+	phaseHead       = iota // waiting for the end of the response headers
+	phaseFirstEvent        // stream: headers in, waiting for the first data event
+	phaseFlowing           // answer flowing: idle bounds each silence
+)
+
+// connAddr is the connection's local address; it also leads back to the
+// connection from the response fasthttp read on it (Response.LocalAddr).
+type connAddr struct {
+	net.Addr
+	c *deadlineConn
+}
+
+func newDeadlineConn(conn net.Conn, firstByte, idle time.Duration) *deadlineConn {
+	c := &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}
+	c.addr = connAddr{Addr: conn.LocalAddr(), c: c}
+	return c
+}
+
+func (c *deadlineConn) LocalAddr() net.Addr { return &c.addr }
+
+// connOf returns the connection resp was read from, nil if not one of ours.
+func connOf(resp *fasthttp.Response) *deadlineConn {
+	if a, ok := resp.LocalAddr().(*connAddr); ok {
+		return a.c
+	}
+	return nil
 }
 
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 	// fasthttp calls this right before reading each response: a new
 	// exchange starts waiting for its first byte.
-	c.abs = t
-	c.reads = 0
-	return c.Conn.SetReadDeadline(t)
+	return c.start(t, c.Conn.SetReadDeadline)
 }
 
 func (c *deadlineConn) SetDeadline(t time.Time) error {
-	c.abs = t
-	c.reads = 0
-	return c.Conn.SetDeadline(t)
+	return c.start(t, c.Conn.SetDeadline)
+}
+
+func (c *deadlineConn) start(t time.Time, set func(time.Time) error) error {
+	c.abs, c.phase, c.crlf = t, phaseHead, 0
+	if c.firstByte > 0 {
+		if fb := time.Now().Add(c.firstByte); t.IsZero() || fb.Before(t) {
+			t = fb
+		}
+	}
+	return set(t)
+}
+
+// dataStarted ends a stream's first-byte phase: its first data event is
+// in. From now on idle bounds each silence.
+func (c *deadlineConn) dataStarted() {
+	c.phase = phaseFlowing
+	_ = c.Conn.SetReadDeadline(c.abs)
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
-	limit := c.firstByte
-	switch {
-	case c.reads == 1 && c.idle > 0 && c.idle < c.firstByte:
-		// the read after the headers of a stream: see the type's comment
-	case c.reads >= 1:
-		limit = c.idle
-	}
-	d := c.abs
-	if limit > 0 {
-		if t := time.Now().Add(limit); d.IsZero() || t.Before(d) {
-			d = t
+	if c.phase == phaseFlowing && c.idle > 0 {
+		d := time.Now().Add(c.idle)
+		if !c.abs.IsZero() && c.abs.Before(d) {
+			d = c.abs
 		}
-	}
-	if limit > 0 || c.reads == 1 {
 		if err := c.Conn.SetReadDeadline(d); err != nil {
 			return 0, err
 		}
 	}
 	n, err := c.Conn.Read(p)
-	if n > 0 && c.reads < 2 {
-		c.reads++
+	if c.phase == phaseHead && n > 0 {
+		c.scanHead(p[:n])
 	}
 	return n, err
+}
+
+// scanHead looks for the blank line that ends the response headers. Past
+// it a plain answer's body is bounded by the request's deadline only; a
+// stream keeps the first-byte deadline until its first data event.
+func (c *deadlineConn) scanHead(b []byte) {
+	const end = "\r\n\r\n"
+	for _, ch := range b {
+		switch {
+		case ch == end[c.crlf]:
+			c.crlf++
+		case ch == '\r':
+			c.crlf = 1
+		default:
+			c.crlf = 0
+		}
+		if c.crlf == 4 {
+			if c.idle > 0 {
+				c.phase = phaseFirstEvent
+			} else {
+				c.phase = phaseFlowing
+				_ = c.Conn.SetReadDeadline(c.abs)
+			}
+			return
+		}
+	}
 }

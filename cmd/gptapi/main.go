@@ -146,27 +146,51 @@ func serve(path string, cfg *configs.Config, log *slog.Logger) int {
 	}
 }
 
-// shutdown drains the server for server.shutdown_timeout, then flushes every
-// record. A second SIGTERM/SIGINT exits at once.
+// shutdown drains the server for server.shutdown_timeout, cuts what still
+// runs, then writes every record (SPEC §1). A second SIGTERM/SIGINT stops
+// the waiting: open streams are cut at once and the records go to the
+// database or, without waiting for it, to the spill folder; the exit is
+// still clean.
 func shutdown(srv *proxy.Server, sink *logsink.Sink, sig chan os.Signal, log *slog.Logger) int {
 	timeout := srv.Config().Server.ShutdownTimeout
 	log.Info("shutting down", "timeout", timeout.String(), "open_streams", srv.ActiveStreams())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
-		for s := range sig {
-			if s != syscall.SIGHUP {
-				log.Warn("second signal: exiting now")
-				os.Exit(exitConfig)
+		for {
+			select {
+			case s := <-sig:
+				if s == syscall.SIGHUP {
+					continue
+				}
+				log.Warn("second signal: cutting open streams, writing every record now")
+				cancel()
+				sink.Hurry()
+				return
+			case <-stop:
+				return
 			}
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Error("shutdown", "err", err)
 	}
-	if err := sink.Close(); err != nil {
-		log.Error("cannot flush records", "err", err)
+	err := sink.Close()
+	lost := sink.Dropped()
+	if lost > 0 {
+		log.Error("stopped; records lost: the database and the spill folder both refused them", "records", lost, "err", err)
 		return exitListen
+	}
+	if err != nil {
+		// Not written to the database, but to the spill folder: the next
+		// start writes them.
+		log.Warn("records kept in the spill folder for the next start", "err", err)
+	}
+	if n := srv.Unfinished(); n > 0 {
+		log.Error("stopped; records of requests still running were lost", "records", n)
+		return exitOK
 	}
 	log.Info("stopped; every record written")
 	return exitOK
