@@ -283,7 +283,9 @@ func (m month) next() month {
 	return month{m.year, m.mon + 1}
 }
 
-func (m month) start() time.Time { return time.Date(m.year, time.Month(m.mon), 1, 0, 0, 0, 0, time.UTC) }
+func (m month) start() time.Time {
+	return time.Date(m.year, time.Month(m.mon), 1, 0, 0, 0, 0, time.UTC)
+}
 
 // ensure creates the partitions of months not known to exist.
 func (st *pgStore) ensure(ctx context.Context, months ...month) error {
