@@ -221,6 +221,9 @@ func TestLoadProblems(t *testing.T) {
 	f("logsink: {driver: mysql}\n", `logsink.driver: must be "sqlite" or "postgres", got "mysql"`)
 	f("logsink: {driver: postgres}\n", `logsink.dsn: required with driver "postgres"`)
 	f("logsink: {dsn: 'postgres://h/db'}\n", `logsink.dsn: only used with driver "postgres"; remove it or set logsink.driver: postgres`)
+	// a malformed dsn is named, its password never shown
+	f("logsink: {driver: postgres, dsn: 'postgres://u:hunter2@[::1/db'}\n", `logsink.dsn: not a valid PostgreSQL connection string (postgres://user:pass@host:5432/db?sslmode=disable, or key=value pairs)`)
+	f("logsink: {driver: postgres, dsn: 'postgres://u:hunter2@h:99999/db'}\n", `logsink.dsn: not a valid PostgreSQL connection string (postgres://user:pass@host:5432/db?sslmode=disable, or key=value pairs)`)
 	f("routing: {strategy: random}\n", `routing.strategy: must be "weighted", "least_loaded" or "prefix", got "random"`)
 	f("routing: {poll_interval: 0s}\n", "routing.poll_interval: must be positive")
 	f("routing: {poll_interval: -1s}\n", "routing.poll_interval: must be positive")

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Validate checks c as Load does and completes it: it trims trailing slashes
@@ -114,6 +116,12 @@ func (l *Logsink) validate(es *Errors) {
 		es.add("logsink.dsn", "required with driver \"postgres\"")
 	case l.Driver == DriverSQLite && l.DSN != "":
 		es.add("logsink.dsn", "only used with driver \"postgres\"; remove it or set logsink.driver: postgres")
+	case l.Driver == DriverPostgres:
+		// pgx's own parser, as the record writer uses it. Its error may
+		// quote the dsn, so only the verdict is shown: never a password.
+		if _, err := pgconn.ParseConfig(l.DSN); err != nil {
+			es.add("logsink.dsn", "not a valid PostgreSQL connection string (postgres://user:pass@host:5432/db?sslmode=disable, or key=value pairs)")
+		}
 	}
 }
 
