@@ -375,6 +375,8 @@ class MockUpstream:
         self.name = name
         self.models = list(models or [])
         self.models_action = None
+        self.waiting = 0          # vllm:num_requests_waiting on GET /metrics
+        self.metrics_action = None  # or what GET /metrics answers instead
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._default = None
@@ -397,6 +399,8 @@ class MockUpstream:
             self._script = []
             self.received = []
             self.models_action = None
+            self.waiting = 0
+            self.metrics_action = None
 
     def always(self, action):
         """Answer every non-/models request with `action` (a value or a
@@ -424,7 +428,7 @@ class MockUpstream:
         with self._lock:
             out = list(self.received)
         if suffix is None:
-            return [r for r in out if not r.path.endswith("/models")]
+            return [r for r in out if not r.path.endswith("/models") and r.path != "/metrics"]
         return [r for r in out if r.path.split("?")[0].endswith(suffix)]
 
     def last(self, suffix=None):
@@ -437,6 +441,15 @@ class MockUpstream:
     # answers ---------------------------------------------------------
     def _action(self, rec):
         path = rec.path.split("?")[0]
+        if path == "/metrics":  # vLLM's Prometheus endpoint, beside /v1
+            act = self.metrics_action
+            if act is None:
+                return Json((
+                    "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+                    "# TYPE vllm:num_requests_waiting gauge\n"
+                    'vllm:num_requests_waiting{engine="0",model_name="mock"} %d\n' % self.waiting).encode(),
+                    headers={"X-Metrics": "vllm"})
+            return act(rec) if callable(act) else act
         if path.endswith("/models"):
             act = self.models_action
             if act is None:

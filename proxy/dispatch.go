@@ -58,19 +58,24 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 			}
 		}
 		x.seen = append(x.seen, b2s(model))
-		st.table.Order(x.cands, time.Now())
+		x.order(hop)
 		for _, i := range x.cands {
 			up := st.upstreams[i]
 			x.addTried(up.cfg.Name, model)
 			var err *attemptError
+			up.hists.load.Begin()
 			if x.req.stream {
 				err = x.tryStream(ctx, up, model)
 			} else {
 				err = x.tryPlain(ctx, up, model)
 			}
+			if err != nil || x.rec != nil {
+				up.hists.load.End() // else a stream took it along and ends it
+			}
 			h := st.table.Health(i)
 			if err == nil {
 				h.Succeed()
+				x.learn(ctx, i)
 				if x.rec != nil { // a stream took its record along
 					x.rec.Upstream = append(x.rec.Upstream[:0], up.cfg.Name...)
 					x.rec.ServedModel = append(x.rec.ServedModel[:0], model...)

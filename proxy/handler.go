@@ -38,6 +38,7 @@ type exchange struct {
 	served *upstream
 	upWait time.Duration
 	attrs  []slog.Attr // access log scratch
+	rt     routeScratch
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
@@ -53,6 +54,7 @@ func (s *Server) acquireExchange() *exchange {
 func releaseExchange(x *exchange) {
 	x.req.reset()
 	x.arena.Reset()
+	x.rt.reset()
 	x.s, x.st, x.rec, x.key, x.served, x.upWait = nil, nil, nil, nil, nil, 0
 	x.upBody, x.tried, x.cands, x.auth, x.scr = x.upBody[:0], x.tried[:0], x.cands[:0], x.auth[:0], x.scr[:0]
 	clear(x.seen)

@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/logsink"
+	"github.com/gptapi/gptapi/selector"
 )
 
 // SinkStats is what /metrics reads from the record sink, when it has it.
@@ -37,6 +38,8 @@ type serverMetrics struct {
 
 	histMu sync.Mutex
 	hists  map[string]*upstreamStats // by upstream name, kept across reloads
+
+	routes [selector.NumReasons]atomic.Uint64 // gptapi_route_total by reason
 }
 
 // requestKey labels gptapi_requests_total. model is the model_match value
@@ -56,6 +59,11 @@ const maxRequestSeries = 2000
 type upstreamStats struct {
 	latency, ttft histogram
 	failures      throttle // "upstream failing" warnings
+	// Routing (route.go, poll.go): in-flight requests and the queue read
+	// from metrics_url, its unreadable warnings, cached prompt tokens.
+	load   selector.Load
+	polls  throttle
+	cached atomic.Uint64
 }
 
 // throttle lets one log line through per interval and counts the rest, so
@@ -171,6 +179,7 @@ func (m *serverMetrics) writeDynamic(w io.Writer, s *Server) {
 		b = strconv.AppendInt(b, int64(v), 10)
 		b = append(b, '\n')
 	}
+	b = m.appendRouting(b, st, now)
 	m.histMu.Lock()
 	names := make([]string, 0, len(m.hists))
 	for n := range m.hists {

@@ -39,6 +39,7 @@ type Server struct {
 	// the sink, so shutdown says "every record written" only when true.
 	unfinished atomic.Int64
 	ln         *callerListener
+	poll       *poller // reads metrics_url for routing (poll.go); from Serve to Shutdown
 }
 
 // New builds a server for cfg; records go to sink (nil: dropped, for tests
@@ -52,6 +53,7 @@ func New(cfg *configs.Config, sink RecordSink, log *slog.Logger) (*Server, error
 	}
 	s := &Server{sink: sink, log: log}
 	s.metrics = newServerMetrics(s)
+	s.poll = newPoller(s)
 	st, err := buildState(cfg, nil, s.metrics)
 	if err != nil {
 		return nil, err
@@ -91,6 +93,7 @@ func (s *Server) Apply(cfg *configs.Config) error {
 	}
 	s.state.Store(st)
 	prev.retire(st)
+	s.poll.refresh()
 	return nil
 }
 
@@ -101,6 +104,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.srv.Handler }
 // Serve serves on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.ln = &callerListener{Listener: ln, s: s}
+	s.poll.start()
 	return s.srv.Serve(s.ln)
 }
 
@@ -120,6 +124,7 @@ const (
 // still open after that, and Unfinished tells whether records were lost.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	s.poll.close()
 	done := make(chan error, 1)
 	go func() { done <- s.srv.Shutdown() }()
 	select {

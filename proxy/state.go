@@ -14,6 +14,7 @@ type state struct {
 	table     *selector.Table
 	authKeys  [][]byte
 	models    *modelsCache
+	prefix    *selector.Index // the prefix strategy's memory, kept across reloads (route.go)
 }
 
 // buildState makes the snapshot for cfg. Health is carried over by client
@@ -23,6 +24,7 @@ func buildState(cfg *configs.Config, prev *state, m *serverMetrics) (*state, err
 	st := &state{cfg: cfg, models: &modelsCache{}}
 	ups := make([]selector.Upstream, len(cfg.Clients))
 	health := make([]*selector.Health, len(cfg.Clients))
+	loads := make([]*selector.Load, len(cfg.Clients))
 	for i := range cfg.Clients {
 		c := &cfg.Clients[i]
 		var old *upstream
@@ -44,9 +46,11 @@ func buildState(cfg *configs.Config, prev *state, m *serverMetrics) (*state, err
 			st.upstreams = append(st.upstreams, up)
 		}
 		st.upstreams[i].hists = m.upstream(c.Name)
+		loads[i] = &st.upstreams[i].hists.load
 		ups[i] = selector.Upstream{Name: c.Name, Exact: c.Match.Type == "exact", Values: c.Match.Value, Priority: c.Priority}
 	}
-	st.table = selector.New(ups, health)
+	st.prefix = prefixIndex(cfg, prev)
+	st.table = selector.NewWith(ups, routingOptions(cfg, health, loads, st.prefix))
 	for _, k := range cfg.Auth.Keys {
 		st.authKeys = append(st.authKeys, []byte(k))
 	}

@@ -163,6 +163,7 @@ func (sb *streamBody) CloseWithError(err error) error {
 	s, rec := sb.s, sb.rec
 	s.streams.remove(sb)
 	s.metrics.active.Add(-1)
+	sb.up.hists.load.End()
 	if sb.End.IsZero() {
 		sb.End = time.Now()
 	}
