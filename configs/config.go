@@ -231,7 +231,7 @@ type Routing struct {
 	BlockBytes int `koanf:"block_bytes"`
 	// KeyBytes bounds the placement key: the system prompt and up to this
 	// much of the first user message (chat), or the prompt's first
-	// KeyBytes bytes. By default 4096.
+	// KeyBytes bytes. By default 2048.
 	KeyBytes int `koanf:"key_bytes"`
 	// IndexBytes is the memory of the prefix index, 16 bytes per block
 	// remembered; the oldest are forgotten past it. By default 32 MiB.
@@ -248,7 +248,7 @@ type Routing struct {
 // Routing defaults of the prefix strategy.
 const (
 	DefaultBlockBytes = 1024
-	DefaultKeyBytes   = 4096
+	DefaultKeyBytes   = 2048
 	DefaultIndexBytes = 32 << 20
 	DefaultBalanceAbs = 8
 	DefaultBalanceRel = 1.5

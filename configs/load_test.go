@@ -383,7 +383,7 @@ func TestDefault(t *testing.T) {
 			StreamIdleTimeout: 60 * time.Second, RequestTimeout: 600 * time.Second, FailureThreshold: 3,
 			Cooldown: 30 * time.Second, MaxFallbackDepth: 3, ModelsTimeout: 5 * time.Second, ModelsCacheTTL: 30 * time.Second,
 			MaxResponseBytes: 64 << 20, MaxConnWait: time.Second},
-		Routing: Routing{Strategy: "weighted", PollInterval: time.Second, BlockBytes: 1024, KeyBytes: 4096,
+		Routing: Routing{Strategy: "weighted", PollInterval: time.Second, BlockBytes: 1024, KeyBytes: 2048,
 			IndexBytes: 32 << 20, BalanceAbs: 8, BalanceRel: 1.5},
 	}
 	if !reflect.DeepEqual(d, want) {
