@@ -17,7 +17,8 @@ from e2e_mock import Json, Sse, Trickle, chat_answer, chat_chunks
 
 
 def groups():
-    return [metrics_group, shutdown_group, send_timeout_group, first_byte_group, pool_group]
+    return [metrics_group, shutdown_group, send_timeout_group, first_byte_group, pool_group,
+            edges_group]
 
 
 def _gw_log(gw):
@@ -328,3 +329,93 @@ def pool_group(R):
         r = gw.get("/metrics")
         ensure('gptapi_upstream_cooldown{upstream="p"} 0' in r.body.decode(),
                "the upstream went into cooldown for pool overflow")
+
+
+# ====================================================================== edges
+
+KW_KEY = "sk-gateway-own-key"
+
+
+def edges_group(R):
+    mG, mX, mP, mC = R.mock("G"), R.mock("X"), R.mock("P"), R.mock("C")
+    gw = R.gateway("kw-edges", {
+        "auth": {"keys": [KW_KEY]},
+        "openai_clients": [client("gz", mG, ["m-gz"]),
+                           client("brk", mX, ["m-brk"]),
+                           client("pass", mP, ["m-pass"], key_mode="passthrough"),
+                           client("nokey", mP, ["m-nokey"]),
+                           client("cfgkey", mC, ["m-cfg"], api_key="sk-upstream-c")]})
+    auth = {"Authorization": "Bearer " + KW_KEY}
+
+    @R.check("keepword.edges.gzip_answer_decoded")
+    def _():
+        import gzip as gz
+        import json as js
+        raw = js.dumps(chat_answer("m-gz", "squeezed")).encode()
+        mG.always(Json(gz.compress(raw), headers={"Content-Encoding": "gzip"}))
+        req_id = rid("gz")
+        r = gw.chat("m-gz", headers=dict(auth, **{"X-Request-Id": req_id}))
+        expect_status(r, 200)
+        ensure(not r.header("Content-Encoding"), "Content-Encoding %r relayed" % r.header("Content-Encoding"))
+        ensure(isinstance(r.json, dict) and r.json["choices"][0]["message"]["content"] == "squeezed",
+               "caller got %s" % short(r.body))
+        eq(mG.last("/chat/completions").headers.get("accept-encoding"), "identity", "Accept-Encoding upstream")
+        row = gw.row(req_id)
+        ensure("squeezed" in (row["response_body"] or ""), "record response_body %s" % short(row["response_body"]))
+
+    @R.check("keepword.edges.stream_break_names_no_address")
+    def _():
+        mX.always(Sse(chat_chunks("m-brk", ["a", "b", "c"]), break_after=2, reset=True))
+        s = gw.stream_chat("m-brk", headers=auth)
+        s.read_all()
+        errs = s.errors()
+        ensure(errs, "no error event after the break: %s" % short(s.raw))
+        ensure("127.0.0.1" not in s.raw.decode("utf-8", "replace"),
+               "the error event shows an address: %s" % short(errs))
+
+    @R.check("keepword.edges.gateway_key_never_upstream")
+    def _():
+        for model in ("m-pass", "m-nokey"):
+            expect_status(gw.chat(model, headers=auth), 200)
+            got = mP.last("/chat/completions").headers.get("authorization")
+            ensure(got is None, "%s: upstream got Authorization %r" % (model, got))
+        expect_status(gw.chat("m-cfg", headers=auth), 200)
+        eq(mC.last("/chat/completions").headers.get("authorization"), "Bearer sk-upstream-c",
+           "a client's own api_key")
+        mP.reset()
+        expect_status(gw.get("/v1/models", headers=auth), 200)
+        for c in mP.calls("/models"):
+            ensure(c.headers.get("authorization") is None, "/models got Authorization %r" % c.headers.get("authorization"))
+
+    @R.check("keepword.edges.check_warns_gateway_key")
+    def _():
+        p = subprocess.run([R.binary, "-check", "-config", gw.config_path],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+        out = p.stdout.decode()
+        eq(p.returncode, 0, "-check exit code")
+        ensure("openai_clients[2]" in out and "openai_clients[3]" in out and "openai_clients[4]" not in out,
+               "-check warnings: %s" % short(out))
+
+    @R.check("keepword.edges.cl_te_refused_and_closed")
+    def _():
+        gw.ensure()
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        try:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Authorization: Bearer " + KW_KEY.encode() + b"\r\n"
+                      b"Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    b = s.recv(65536)
+                except socket.timeout:
+                    raise CheckFail("the connection stayed open: %s" % short(data))
+                if not b:
+                    break
+                data += b
+        finally:
+            s.close()
+        ensure(data.startswith(b"HTTP/1.1 400"), "answer %s" % short(data))
+        eq(data.count(b"HTTP/1.1 "), 1, "responses on the connection (a smuggled GET was served)")

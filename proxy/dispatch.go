@@ -136,12 +136,16 @@ func (x *exchange) closeTried(dst []byte) []byte {
 func (x *exchange) prepare(req *fasthttp.Request, up *upstream, model []byte) {
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI(up.uris[x.req.endpoint])
-	req.Header.SetHost(up.host)
+	req.Header.SetHost(up.hostHeader)
 	req.Header.SetContentType("application/json")
+	// Answers are read, rewritten and recorded as text (SPEC §3 limits).
+	req.Header.Set(fasthttp.HeaderAcceptEncoding, "identity")
 	switch {
 	case up.auth != "":
 		req.Header.Set(fasthttp.HeaderAuthorization, up.auth)
-	case len(x.key) > 0:
+	case len(x.key) > 0 && len(x.st.authKeys) == 0:
+		// With auth.keys set the caller's key is gptapi's own: never sent
+		// upstream (SPEC §3).
 		x.auth = append(append(x.auth[:0], bearerPrefix...), x.key...)
 		req.Header.SetBytesV(fasthttp.HeaderAuthorization, x.auth)
 	}
@@ -169,6 +173,9 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	status := resp.StatusCode()
 	if retryable(status) {
 		return &attemptError{msg: up.cfg.Name + ": upstream answered " + strconv.Itoa(status)}
+	}
+	if err := decodeAnswer(resp, x.st.cfg.Check.MaxResponseBytes); err != nil {
+		return upstreamFailure(up, err)
 	}
 	x.rec.TTFTMs = time.Since(x.start).Milliseconds()
 	x.served = up
@@ -225,6 +232,8 @@ func failureKind(err error) string {
 	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return "connection closed before the answer was complete"
+	case errors.Is(err, errBadEncoding):
+		return "answer in an unsupported Content-Encoding"
 	case errors.Is(err, sse.ErrEventTooLarge), errors.Is(err, sse.ErrPreambleTooLarge):
 		return "malformed stream (" + err.Error() + ")"
 	}

@@ -39,6 +39,8 @@ var (
 		Message: "Request body is larger than server.max_body_bytes."}
 	errHeadersTooLarge = &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: typeInvalidRequest, Code: "request_header_fields_too_large",
 		Message: "Request headers are too large."}
+	errAmbiguousLength = &apiError{Status: fasthttp.StatusBadRequest, Type: typeInvalidRequest, Code: "invalid_request",
+		Message: "Request has both Content-Length and Transfer-Encoding."}
 	errBadHTTP = &apiError{Status: fasthttp.StatusBadRequest, Type: typeInvalidRequest, Code: "invalid_request",
 		Message: "Malformed HTTP request."}
 )

@@ -25,6 +25,9 @@ func (s *Server) handleModels(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ctx.SetContentType("application/json")
+	if len(st.authKeys) > 0 {
+		key = nil // gptapi's own key: never sent upstream (SPEC §3)
+	}
 	ctx.SetBody(st.models.get(st, key))
 }
 
@@ -89,7 +92,8 @@ func fetchUpstreamModels(up *upstream, key []byte, timeout time.Duration) []byte
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(up.modelsURI)
-	req.Header.SetHost(up.host)
+	req.Header.SetHost(up.hostHeader)
+	req.Header.Set(fasthttp.HeaderAcceptEncoding, "identity")
 	switch {
 	case up.auth != "":
 		req.Header.Set(fasthttp.HeaderAuthorization, up.auth)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -192,7 +193,42 @@ func (s *Server) routes() fasthttp.RequestHandler {
 		s.log.Error("BUG: handler panic", "panic", v, "path", string(ctx.Path()), "stack", string(debug.Stack()))
 		writeError(ctx, &apiError{Status: fasthttp.StatusInternalServerError, Type: "server_error", Code: "internal_error", Message: "Internal error."})
 	}
-	return r.Handler
+	h := r.Handler
+	return func(ctx *fasthttp.RequestCtx) {
+		// fasthttp frames a request carrying both Content-Length and
+		// Transfer-Encoding: chunked by its chunks, then forgets both (the
+		// parsed header says Content-Length: <body read>); only the raw
+		// header block keeps them. RFC 9112 §6.3: refuse and close, so
+		// what a proxy in front framed otherwise is never served.
+		if ambiguousLength(ctx.Request.Header.RawHeaders()) {
+			s.begin(ctx)
+			ctx.SetConnectionClose()
+			writeError(ctx, errAmbiguousLength)
+			return
+		}
+		h(ctx)
+	}
+}
+
+// ambiguousLength reports whether a raw request header block has both a
+// Content-Length and a Transfer-Encoding field. One pass, no allocation.
+func ambiguousLength(raw []byte) bool {
+	cl, te := false, false
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		switch {
+		case len(line) > 15 && line[14] == ':' && bytes.EqualFold(line[:14], []byte("Content-Length")):
+			cl = true
+		case len(line) > 18 && line[17] == ':' && bytes.EqualFold(line[:17], []byte("Transfer-Encoding")):
+			te = true
+		}
+	}
+	return cl && te
 }
 
 // errorHandler answers requests fasthttp could not parse, OpenAI-shaped.

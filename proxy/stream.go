@@ -123,8 +123,15 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	sb.CollectLimit = x.st.cfg.Logsink.MaxBodyLogBytes
 	sb.Collect = x.rec.Chunks[:0]
 	x.rec.Chunks = nil
-	sb.body.reset(resp.BodyStream())
-	if err := sb.Start(&sb.body); err != nil {
+	var src io.Reader = resp.BodyStream()
+	if ce := resp.Header.ContentEncoding(); compressed(ce) {
+		src, err = decoder(ce, src)
+	}
+	sb.body.reset(src)
+	if err == nil {
+		err = sb.Start(&sb.body)
+	}
+	if err != nil {
 		closeUpstream(resp, err)
 		fasthttp.ReleaseResponse(resp)
 		x.rec.Chunks = sb.Collect[:0]
@@ -241,7 +248,8 @@ func streamError(err error) *apiError {
 	}
 	msg := "The upstream stream broke before it finished"
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		msg += ": " + err.Error()
+		// In words, never the transport error itself: it names addresses.
+		msg += ": " + failureKind(err)
 	}
 	return &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "stream_broken", Message: msg + "."}
 }

@@ -21,9 +21,12 @@ import (
 // the idle connections of the old ones.
 type upstream struct {
 	cfg  *configs.Client
-	host string // host[:port] as dialled
-	path string // base_url path, e.g. "/v1"
-	tls  bool
+	host string // host:port as dialled
+	// hostHeader is the Host sent: base_url's host as written, without a
+	// default port added.
+	hostHeader string
+	path       string // base_url path, e.g. "/v1"
+	tls        bool
 
 	// uris are the request paths per endpoint, e.g. "/v1/chat/completions".
 	uris      [5]string
@@ -48,10 +51,11 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 		return nil, err
 	}
 	up := &upstream{
-		cfg:  c,
-		host: u.Host,
-		path: strings.TrimRight(u.Path, "/"),
-		tls:  u.Scheme == "https",
+		cfg:        c,
+		host:       u.Host,
+		hostHeader: u.Host,
+		path:       strings.TrimRight(u.Path, "/"),
+		tls:        u.Scheme == "https",
 	}
 	if up.host != "" && u.Port() == "" {
 		if up.tls {

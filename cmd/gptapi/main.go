@@ -64,6 +64,14 @@ func run() int {
 		return exitConfig
 	}
 	if *check {
+		if len(cfg.Auth.Keys) > 0 {
+			// SPEC §3: with auth.keys the caller's key is gptapi's own.
+			for i, c := range cfg.Clients {
+				if c.KeyMode == configs.KeyModePassthrough || c.APIKey == "" {
+					fmt.Printf("warning: openai_clients[%d] (%s): auth.keys is set, so callers' keys are never sent upstream; this client sends no Authorization\n", i, c.Name)
+				}
+			}
+		}
 		fmt.Printf("%s: ok (%d clients)\n", *path, len(cfg.Clients))
 		return exitOK
 	}
