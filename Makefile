@@ -12,6 +12,8 @@ export CGO_ENABLED := 1
 # Per-arch release builds and ARM proof (build/), load benchmarks (bench/).
 -include build/build.mk
 -include bench/bench.mk
+-include fleetdb.mk
+-include bench/fleet.mk
 
 .PHONY: all build mockllm run test test-unit test-e2e vet fmt deps clean
 
@@ -32,9 +34,10 @@ run: build mockllm
 	trap 'kill $$MOCK 2>/dev/null; wait $$MOCK 2>/dev/null' EXIT INT TERM; \
 	bin/gptapi -config $(CONFIG)
 
-## test: unit tests, the end-to-end runner against the real binary, then the
-## arm64 binaries proven under qemu (build/build.mk)
-test: deps vet test-unit test-e2e test-arm64
+## test: unit tests, the end-to-end runner against the real binary, the quick
+## fleet routing run (bench/fleet.mk), then the arm64 binaries proven under
+## qemu (build/build.mk)
+test: deps vet test-unit test-e2e bench-fleet-quick test-arm64 pg-note
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -59,6 +62,9 @@ deps:
 	$(call need,gcc,gcc)
 	$(call need,python3,python3)
 	$(call need,promtool,prometheus)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  [ -f $(APT_UPDATED) ] || { apt-get update -qq && touch $(APT_UPDATED); }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -27,7 +27,7 @@ func main() {
 	flag.DurationVar(&cfg.Cost.PerSeq, "per-seq", cfg.Cost.PerSeq, "simulated time added to a step per decoding sequence")
 	flag.StringVar(&cfg.Model, "model", cfg.Model, "the model name served")
 	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "picks the answer text")
-	gap := flag.Duration("event-gap", 20*time.Millisecond, "least wall time between two events of a stream (tokens in between share an event)")
+	gap := flag.Duration("event-gap", 100*time.Millisecond, "least simulated time between two events of a stream (tokens generated in between share an event)")
 	gran := flag.Duration("granularity", 500*time.Microsecond, "least wall time an engine sleeps between steps")
 	flag.Parse()
 
@@ -59,7 +59,7 @@ func main() {
 		name := "s" + strconv.Itoa(i)
 		eng := newEngine(name, cfg, clock)
 		go eng.run(ctx, *gran)
-		s := newServer(name, eng, *gap)
+		s := newServer(name, eng, time.Duration(float64(*gap) / *speed))
 		go func() { errc <- s.serve(ln) }()
 		fmt.Printf("fleetsim %s listening on %s\n", name, ln.Addr())
 	}

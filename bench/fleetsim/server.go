@@ -24,7 +24,7 @@ const maxBodyBytes = 32 << 20
 type server struct {
 	name string
 	eng  *engine
-	gap  time.Duration // least wall time between two events of a stream
+	gap  time.Duration // least wall time between two events of a stream (-event-gap / -speed)
 	seq  atomic.Uint64
 	http *fasthttp.Server
 }
