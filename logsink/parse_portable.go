@@ -69,6 +69,13 @@ func RequestOffers(o *fastjson.Object) (tools, multimodal bool) {
 	return tools, multimodal
 }
 
+// MessagesMultimodal reports whether a chat's messages array has a content
+// part that is not text (SPEC §4.5 multimodal): the proxy's half of
+// RequestOffers, for a request it parsed member by member.
+func MessagesMultimodal(msgs *fastjson.Value) bool {
+	return msgs != nil && fastMultimodal(msgs)
+}
+
 // fastMultimodal reports whether a message of the array v has a content
 // part whose type is not "text".
 func fastMultimodal(v *fastjson.Value) bool {

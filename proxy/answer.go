@@ -9,6 +9,11 @@ import (
 // caller's model name. It reports false when body is not a JSON object; the
 // answer then passes as it came.
 func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, body []byte, prefix string, model []byte) ([]byte, bool) {
+	// An answer is parsed whole; one whose shape would make it cost far
+	// more memory than its size is relayed as it came.
+	if n, err := countValues(body); err != nil || n > valueBudget(len(body)) {
+		return dst, false
+	}
 	v, err := p.ParseBytes(body)
 	if err != nil || v.Type() != fastjson.TypeObject {
 		return dst, false

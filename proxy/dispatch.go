@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
 
 	"github.com/gptapi/gptapi/logsink"
 	"github.com/gptapi/gptapi/sse"
@@ -188,7 +189,11 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 		if up.cfg.Model == "" {
 			restore = nil
 		}
-		if out, ok := rewriteAnswer(ctx.Response.Body()[:0], &x.parser, &x.arena, body, up.cfg.SpecialPrefix, restore); ok {
+		out, ok := rewriteAnswer(ctx.Response.Body()[:0], &x.parser, &x.arena, body, up.cfg.SpecialPrefix, restore)
+		if len(body) > maxKeptAnswer {
+			x.parser = fastjson.Parser{} // a pooled parser would keep the values of a huge answer
+		}
+		if ok {
 			ctx.Response.SetBodyRaw(out)
 			return nil
 		}
@@ -200,6 +205,10 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	resp.SwapBody(old[:0])
 	return nil
 }
+
+// maxKeptAnswer is the largest answer whose parsed values a pooled
+// exchange keeps for the next one.
+const maxKeptAnswer = 1 << 20
 
 // retryable reports whether an upstream answer is a failure to fail over
 // from (SPEC §4.1).

@@ -136,7 +136,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 		s.reject(ctx, ep, errUnauthorized)
 		return
 	}
-	if e := x.req.parse(&x.parser, ctx.PostBody(), ep); e != nil {
+	if e := x.req.parse(ctx.PostBody(), ep); e != nil {
 		s.reject(ctx, ep, e)
 		return
 	}
@@ -160,7 +160,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	rec.Stream = x.req.stream
 	if ep == logsink.Chat {
 		rec.RequestScanned = true
-		rec.RequestTools, rec.RequestMultimodal = logsink.RequestOffers(x.req.obj)
+		rec.RequestTools, rec.RequestMultimodal = x.req.tools, logsink.MessagesMultimodal(x.req.messages)
 	}
 
 	x.dispatch(ctx)

@@ -16,7 +16,7 @@ func preprocess(r *request, a *fastjson.Arena, p *configs.Preprocess) bool {
 	if !p.Strip && !p.StripThink && !p.DropEmpty && !merge {
 		return true
 	}
-	msgs := r.obj.Get("messages").GetArray()
+	msgs := r.messages.GetArray()
 	out := a.NewArray()
 	n := 0
 	mg := &r.merge
@@ -48,7 +48,7 @@ func preprocess(r *request, a *fastjson.Arena, p *configs.Preprocess) bool {
 		}
 	}
 	mg.finish(r, a)
-	r.obj.Set("messages", out)
+	r.messages = out
 	return n > 0
 }
 

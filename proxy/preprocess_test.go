@@ -15,15 +15,14 @@ var allOn = configs.Preprocess{Strip: true, StripThink: true, DropEmpty: true, M
 func runPreprocess(t *testing.T, p configs.Preprocess, messages string) string {
 	t.Helper()
 	var r request
-	var parser fastjson.Parser
 	var a fastjson.Arena
-	if e := r.parse(&parser, []byte(`{"model":"m","messages":`+messages+`}`), logsink.Chat); e != nil {
+	if e := r.parse([]byte(`{"model":"m","messages":`+messages+`}`), logsink.Chat); e != nil {
 		t.Fatalf("parse %s: %s", messages, e.Message)
 	}
 	if !preprocess(&r, &a, &p) {
 		return "400"
 	}
-	return string(r.obj.Get("messages").MarshalTo(nil))
+	return string(r.messages.MarshalTo(nil))
 }
 
 func TestPreprocess(t *testing.T) {

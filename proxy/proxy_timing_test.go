@@ -115,7 +115,7 @@ func BenchmarkRewrite(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		x.req.reset()
 		x.arena.Reset()
-		if e := x.req.parse(&x.parser, body, logsink.Chat); e != nil {
+		if e := x.req.parse(body, logsink.Chat); e != nil {
 			b.Fatal(e.Message)
 		}
 		if !preprocess(&x.req, &x.arena, &pp) {

@@ -8,24 +8,38 @@ import (
 
 	"github.com/gptapi/gptapi/configs"
 	"github.com/gptapi/gptapi/logsink"
+	"github.com/gptapi/gptapi/sse"
 )
 
-// request is a parsed caller request. Values point into the caller's body
-// and the exchange's arena: valid until the handler returns.
+// request is a parsed caller request. Its members are views of the
+// caller's body; only the members gptapi reads or rewrites get fastjson
+// values (messages, stop), built by the request's own parsers. Everything
+// else is copied upstream byte for byte and never costs a value per
+// number: a 16 MiB array of zeros in an unknown field is one memcpy.
+// Valid until the handler returns.
 type request struct {
 	endpoint logsink.Endpoint
-	root     *fastjson.Value
-	obj      *fastjson.Object
+	members  []member // top-level members of the body, in order
 
-	model       []byte // as the caller asked
+	model       []byte // as the caller asked, unescaped
 	stream      bool
 	callerUsage bool // the caller asked for stream_options.include_usage
+	tools       bool // the request offers tools or functions
 
-	// What the caller sent for the keys an attempt may rewrite, so each
-	// attempt starts from the caller's values (nil = absent).
-	maxTokens, maxCompletionTokens, stop, streamOptions, modelValue *fastjson.Value
-	callerStops                                                     []string // point into the body
-	stopSeen                                                        map[string]struct{}
+	// Indices into members of the keys an attempt may rewrite; -1 if absent.
+	iModel, iMaxTokens, iMaxCompletion, iStop, iStreamOptions, iMessages int
+	// The caller's token limits, when sent as integers.
+	maxTokens, maxCompletionTokens       int64
+	hasMaxTokens, hasMaxCompletionTokens bool
+
+	// messages is the chat's message array; preprocess replaces it.
+	messages    *fastjson.Value
+	callerStops []string // unescaped, views of stopParser's buffer
+	stopSeen    map[string]struct{}
+	soMembers   []member // members of stream_options, when it is an object
+
+	msgParser, stopParser fastjson.Parser
+	built                 int // values the parsers built for this request
 
 	// text holds strings preprocessing makes (views of it are given to the
 	// arena). It is only appended to while the request lives, so views stay
@@ -37,25 +51,61 @@ type request struct {
 
 func (r *request) reset() {
 	clear(r.callerStops)
-	seen, stops, text, join := r.stopSeen, r.callerStops[:0], r.text[:0], r.merge.buf[:0]
-	if cap(stops) > maxKeptStops {
+	clear(r.members)
+	clear(r.soMembers)
+	keep := request{
+		members: r.members[:0], soMembers: r.soMembers[:0], callerStops: r.callerStops[:0],
+		stopSeen: r.stopSeen, text: r.text[:0], merge: merger{buf: r.merge.buf[:0]},
+	}
+	if cap(keep.callerStops) > maxKeptStops {
 		// a map once grown for a huge stop list keeps its buckets
-		seen, stops = nil, nil
+		keep.stopSeen, keep.callerStops = nil, nil
 	}
-	if cap(text) > maxKeptText {
-		text = nil
+	if cap(keep.members) > maxKeptMembers {
+		keep.members = nil
 	}
-	if cap(join) > maxKeptText {
-		join = nil
+	if cap(keep.text) > maxKeptText {
+		keep.text = nil
 	}
-	*r = request{callerStops: stops, text: text, stopSeen: seen, merge: merger{buf: join}}
+	if cap(keep.merge.buf) > maxKeptText {
+		keep.merge.buf = nil
+	}
+	// A parser keeps the values it built for the next parse; one that
+	// built a huge request lets them go.
+	if r.built <= maxKeptValues {
+		keep.msgParser, keep.stopParser = r.msgParser, r.stopParser
+	}
+	*r = keep
 }
 
-// maxKeptText is the largest text scratch a pooled request keeps.
-const maxKeptText = 1 << 20
+const (
+	maxKeptText    = 1 << 20 // largest text scratch a pooled request keeps
+	maxKeptStops   = 256     // largest stop list whose scratch a pooled request keeps
+	maxKeptMembers = 256
+	maxKeptValues  = 1 << 16
+)
 
-// maxKeptStops is the largest stop list whose scratch a pooled request keeps.
-const maxKeptStops = 256
+// Limits on what a request body may make gptapi build (SPEC §3: memory
+// linear in the size, whatever the shape).
+const (
+	// maxMembers bounds the top-level fields of a body, and of its
+	// stream_options; the API has a few dozen.
+	maxMembers = 1024
+	// A member gptapi builds values for (messages, stop) may hold
+	// valueFloor values plus one per valueBytes bytes, and never more than
+	// maxValues: a fastjson value costs ~100 bytes, so a body can make
+	// gptapi hold at most ~12 bytes of values per byte of its own (twice
+	// that while the parser's arrays grow). Real chats hold one value per
+	// 10 to 1000 bytes (a message of empty content is 28 bytes, 3 values).
+	valueFloor = 4096
+	valueBytes = 8
+	maxValues  = 1 << 20
+)
+
+// valueBudget is how many values a member of n bytes may hold.
+func valueBudget(n int) int {
+	return min(valueFloor+n/valueBytes, maxValues)
+}
 
 // newText returns a string of the concatenation of parts, stored in r.text.
 func (r *request) newText(parts ...string) string {
@@ -70,180 +120,343 @@ func (r *request) newText(parts ...string) string {
 // record and the matcher, so its size must not be the caller's to choose.
 const maxModelBytes = 256
 
+// rewritten are the top-level keys gptapi reads or rewrites: each may
+// appear once, since parsers differ on which of two wins, so gptapi and the
+// upstream could disagree on the model.
+var rewritten = [...]string{"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
+
 // parse validates the caller's body for endpoint ep (SPEC §3, 400 cases).
-func (r *request) parse(p *fastjson.Parser, body []byte, ep logsink.Endpoint) *apiError {
+func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 	r.endpoint = ep
+	r.iModel, r.iMaxTokens, r.iMaxCompletion, r.iStop, r.iStreamOptions, r.iMessages = -1, -1, -1, -1, -1, -1
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badRequest("Request body is empty; expected a JSON object.")
 	}
-	v, err := p.ParseBytes(body)
-	if err != nil {
-		return badRequest("Request body is not valid JSON: " + err.Error())
-	}
-	o, err := v.Object()
-	if err != nil {
+	var err error
+	r.members, err = scanObject(r.members[:0], body, maxMembers)
+	switch {
+	case err == errNotObject:
 		return badRequest("Request body must be a JSON object.")
-	}
-	r.root, r.obj = v, o
-	if k := duplicateKey(o); k != "" {
-		return badRequest("Field '" + k + "' appears more than once.")
+	case err == errTooManyMembers:
+		return badRequest("Request body has more than 1024 top-level fields.")
+	case err != nil:
+		return badRequest("Request body is not valid JSON: " + err.Error() + ".")
 	}
 
-	m := o.Get("model")
-	switch {
-	case m == nil:
+	var seen [len(rewritten)]bool
+	iPrompt, iInput, iQuery, iDocuments := -1, -1, -1, -1
+	for i := range r.members {
+		k := b2s(r.members[i].key)
+		for j, name := range rewritten {
+			if k == name {
+				if seen[j] {
+					return badRequest("Field '" + name + "' appears more than once.")
+				}
+				seen[j] = true
+			}
+		}
+		switch k {
+		case "model":
+			r.iModel = i
+		case "messages":
+			r.iMessages = i
+		case "stream":
+			if e := r.parseStream(r.members[i].val); e != nil {
+				return e
+			}
+		case "stream_options":
+			r.iStreamOptions = i
+		case "max_tokens":
+			r.iMaxTokens = i
+		case "max_completion_tokens":
+			r.iMaxCompletion = i
+		case "stop":
+			r.iStop = i
+		case "prompt":
+			iPrompt = i
+		case "input":
+			iInput = i
+		case "query":
+			iQuery = i
+		case "documents":
+			iDocuments = i
+		case "tools", "functions":
+			r.tools = r.tools || nonEmptyArray(r.members[i].val)
+		}
+	}
+
+	if e := r.parseModel(); e != nil {
+		return e
+	}
+	if r.stream && ep != logsink.Chat && ep != logsink.Completions {
+		return badRequest("Field 'stream' is not supported on this endpoint.")
+	}
+	if r.iStreamOptions >= 0 {
+		if v := r.members[r.iStreamOptions].val; v[0] == '{' {
+			if r.soMembers, err = scanObject(r.soMembers[:0], v, maxMembers); err != nil {
+				return badRequest("Field 'stream_options' has more than 1024 fields.")
+			}
+			for _, m := range r.soMembers {
+				if string(m.key) == "include_usage" {
+					r.callerUsage = string(m.val) == "true"
+				}
+			}
+		}
+	}
+	var e *apiError
+	if r.maxTokens, r.hasMaxTokens, e = r.integer(r.iMaxTokens, "max_tokens"); e != nil {
+		return e
+	}
+	if r.maxCompletionTokens, r.hasMaxCompletionTokens, e = r.integer(r.iMaxCompletion, "max_completion_tokens"); e != nil {
+		return e
+	}
+
+	switch ep {
+	case logsink.Chat:
+		if e := r.parseMessages(); e != nil {
+			return e
+		}
+	case logsink.Completions:
+		if absent(r.members, iPrompt) {
+			return badRequest("Missing required field 'prompt'.")
+		}
+	case logsink.Embeddings:
+		if absent(r.members, iInput) {
+			return badRequest("Missing required field 'input'.")
+		}
+	case logsink.Rerank:
+		if absent(r.members, iQuery) {
+			return badRequest("Missing required field 'query'.")
+		}
+		if iDocuments < 0 || r.members[iDocuments].val[0] != '[' {
+			return badRequest("Missing required field 'documents' (an array).")
+		}
+	}
+	return r.parseStop()
+}
+
+// absent reports whether member i is missing or null.
+func absent(ms []member, i int) bool {
+	return i < 0 || string(ms[i].val) == "null"
+}
+
+// nonEmptyArray reports whether the JSON value v is an array with an item.
+func nonEmptyArray(v []byte) bool {
+	if len(v) == 0 || v[0] != '[' {
+		return false
+	}
+	i := skipWS(v, 1)
+	return i < len(v) && v[i] != ']'
+}
+
+func (r *request) parseStream(v []byte) *apiError {
+	switch string(v) {
+	case "true":
+		r.stream = true
+	case "false", "null":
+	default:
+		return badRequest("Field 'stream' must be a boolean.")
+	}
+	return nil
+}
+
+func (r *request) parseModel() *apiError {
+	if r.iModel < 0 {
 		return badRequest("Missing required field 'model'.")
-	case m.Type() != fastjson.TypeString:
+	}
+	v := r.members[r.iModel].val
+	if v[0] != '"' {
 		return badRequest("Field 'model' must be a string.")
 	}
-	r.model, _ = m.StringBytes()
-	r.modelValue = m
+	r.model = v[1 : len(v)-1]
+	if bytes.IndexByte(r.model, '\\') >= 0 {
+		pv, err := r.stopParser.ParseBytes(v)
+		if err != nil {
+			return badRequest("Field 'model' is not a valid JSON string.")
+		}
+		b, _ := pv.StringBytes()
+		r.model = s2b(r.newText(b2s(b)))
+	}
 	if len(r.model) == 0 {
 		return badRequest("Field 'model' must not be empty.")
 	}
 	if len(r.model) > maxModelBytes {
 		return badRequest("Field 'model' is longer than 256 bytes.")
 	}
+	return nil
+}
 
-	if s := o.Get("stream"); s != nil {
-		switch s.Type() {
-		case fastjson.TypeTrue:
-			r.stream = true
-		case fastjson.TypeFalse, fastjson.TypeNull:
-		default:
-			return badRequest("Field 'stream' must be a boolean.")
-		}
+// integer reads member i as an integer; null or absent is no value.
+func (r *request) integer(i int, name string) (int64, bool, *apiError) {
+	if absent(r.members, i) {
+		return 0, false, nil
 	}
-	if r.stream && ep != logsink.Chat && ep != logsink.Completions {
-		return badRequest("Field 'stream' is not supported on this endpoint.")
+	n, err := strconv.ParseInt(b2s(r.members[i].val), 10, 64)
+	if err != nil {
+		return 0, false, badRequest("Field '" + name + "' must be an integer.")
 	}
-	r.streamOptions = o.Get("stream_options")
-	if r.streamOptions != nil {
-		r.callerUsage = r.streamOptions.GetBool("include_usage")
-	}
+	return n, true, nil
+}
 
-	for _, k := range [...]string{"max_tokens", "max_completion_tokens"} {
-		t := o.Get(k)
-		if t == nil || t.Type() == fastjson.TypeNull {
-			continue
-		}
-		if !isInteger(t) {
-			return badRequest("Field '" + k + "' must be an integer.")
-		}
-		if k == "max_tokens" {
-			r.maxTokens = t
-		} else {
-			r.maxCompletionTokens = t
+// build parses member i with p, within its value budget.
+func (r *request) build(p *fastjson.Parser, i int, name string) (*fastjson.Value, *apiError) {
+	m := &r.members[i]
+	if m.values > valueBudget(len(m.val)) {
+		return nil, badRequest("Field '" + name + "' holds " + strconv.Itoa(m.values) +
+			" JSON values in " + strconv.Itoa(len(m.val)) + " bytes, more than gptapi accepts for its size.")
+	}
+	r.built += m.values
+	v, err := p.ParseBytes(m.val)
+	if err != nil {
+		return nil, badRequest("Field '" + name + "' is not valid JSON: " + err.Error())
+	}
+	return v, nil
+}
+
+func (r *request) parseMessages() *apiError {
+	if r.iMessages < 0 {
+		return badRequest("Missing required field 'messages'.")
+	}
+	if r.members[r.iMessages].val[0] != '[' {
+		return badRequest("Field 'messages' must be an array.")
+	}
+	v, e := r.build(&r.msgParser, r.iMessages, "messages")
+	if e != nil {
+		return e
+	}
+	a := v.GetArray()
+	if len(a) == 0 {
+		return badRequest("Field 'messages' must not be empty.")
+	}
+	for i, m := range a {
+		if m.Type() != fastjson.TypeObject {
+			return badRequest("messages[" + strconv.Itoa(i) + "] must be an object.")
 		}
 	}
+	r.messages = v
+	return nil
+}
 
-	switch ep {
-	case logsink.Chat:
-		msgs := o.Get("messages")
-		if msgs == nil {
-			return badRequest("Missing required field 'messages'.")
-		}
-		a, err := msgs.Array()
+func errStopType() *apiError {
+	return badRequest("Field 'stop' must be a string or an array of strings.")
+}
+
+// parseStop reads the caller's stops: a string or a list of strings.
+func (r *request) parseStop() *apiError {
+	if absent(r.members, r.iStop) {
+		return nil
+	}
+	switch r.members[r.iStop].val[0] {
+	case '"', '[':
+	default:
+		return errStopType()
+	}
+	v, e := r.build(&r.stopParser, r.iStop, "stop")
+	if e != nil {
+		return e
+	}
+	if v.Type() == fastjson.TypeString {
+		b, _ := v.StringBytes()
+		r.callerStops = append(r.callerStops, b2s(b))
+		return nil
+	}
+	for _, e := range v.GetArray() {
+		b, err := e.StringBytes()
 		if err != nil {
-			return badRequest("Field 'messages' must be an array.")
+			return errStopType()
 		}
-		if len(a) == 0 {
-			return badRequest("Field 'messages' must not be empty.")
-		}
-		for i, m := range a {
-			if m.Type() != fastjson.TypeObject {
-				return badRequest("messages[" + strconv.Itoa(i) + "] must be an object.")
-			}
-		}
-	case logsink.Completions:
-		if p := o.Get("prompt"); p == nil || p.Type() == fastjson.TypeNull {
-			return badRequest("Missing required field 'prompt'.")
-		}
-	case logsink.Embeddings:
-		if in := o.Get("input"); in == nil || in.Type() == fastjson.TypeNull {
-			return badRequest("Missing required field 'input'.")
-		}
-	case logsink.Rerank:
-		if q := o.Get("query"); q == nil || q.Type() == fastjson.TypeNull {
-			return badRequest("Missing required field 'query'.")
-		}
-		if d := o.Get("documents"); d == nil || d.Type() != fastjson.TypeArray {
-			return badRequest("Missing required field 'documents' (an array).")
-		}
-	}
-
-	if s := o.Get("stop"); s != nil {
-		r.stop = s
-		switch s.Type() {
-		case fastjson.TypeString:
-			b, _ := s.StringBytes()
-			r.callerStops = append(r.callerStops, b2s(b))
-		case fastjson.TypeArray:
-			for _, e := range s.GetArray() {
-				b, err := e.StringBytes()
-				if err != nil {
-					return badRequest("Field 'stop' must be a string or an array of strings.")
-				}
-				r.callerStops = append(r.callerStops, b2s(b))
-			}
-		case fastjson.TypeNull:
-		default:
-			return badRequest("Field 'stop' must be a string or an array of strings.")
-		}
+		r.callerStops = append(r.callerStops, b2s(b))
 	}
 	return nil
 }
 
-// isInteger reports whether v is a JSON number written as an integer.
-func isInteger(v *fastjson.Value) bool {
-	if v.Type() != fastjson.TypeNumber {
-		return false
+// appendUpstreamBody appends the body one attempt sends to client c routing
+// on model: the caller's members in order, with the model rewrite, the
+// max_tokens clamp, the stop merge, the stream usage ask and the
+// preprocessed messages applied (SPEC §4.2-4.4). Every other member is
+// copied as the caller sent it. It leaves r as it was, so each attempt
+// starts from the caller's request.
+func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.Client, model []byte) []byte {
+	dst = append(dst, '{')
+	for i := range r.members {
+		m := &r.members[i]
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '"')
+		dst = append(dst, m.key...)
+		dst = append(dst, '"', ':')
+		switch i {
+		case r.iModel:
+			switch {
+			case c.Model != "":
+				dst = sse.AppendJSONString(dst, c.Model)
+			case !bytes.Equal(model, r.model):
+				dst = sse.AppendJSONString(dst, b2s(model))
+			default:
+				dst = append(dst, m.val...)
+			}
+		case r.iMaxTokens:
+			dst = appendClamped(dst, m.val, r.maxTokens, r.hasMaxTokens, c.MaxTokens)
+		case r.iMaxCompletion:
+			dst = appendClamped(dst, m.val, r.maxCompletionTokens, r.hasMaxCompletionTokens, c.MaxTokens)
+		case r.iStop:
+			if len(c.Stop) > 0 {
+				dst = r.mergeStops(a, c.Stop).MarshalTo(dst)
+			} else {
+				dst = append(dst, m.val...)
+			}
+		case r.iStreamOptions:
+			if r.hidesUsage(c) {
+				dst = r.appendStreamOptions(dst)
+			} else {
+				dst = append(dst, m.val...)
+			}
+		case r.iMessages:
+			if r.messages != nil {
+				dst = r.messages.MarshalTo(dst)
+			} else {
+				dst = append(dst, m.val...)
+			}
+		default:
+			dst = append(dst, m.val...)
+		}
 	}
-	if _, err := v.Int64(); err != nil {
-		return false
+	if r.iStop < 0 && len(c.Stop) > 0 {
+		dst = append(dst, `,"stop":`...)
+		dst = r.mergeStops(a, c.Stop).MarshalTo(dst)
 	}
-	return true
+	if r.iStreamOptions < 0 && r.hidesUsage(c) {
+		dst = append(dst, `,"stream_options":`...)
+		dst = r.appendStreamOptions(dst)
+	}
+	return append(dst, '}')
 }
 
-// appendUpstreamBody appends the body one attempt sends to client c routing
-// on model: the caller's request with model rewrite, max_tokens clamp, stop
-// merge and the stream usage ask applied (SPEC §4.3, §4.4). Every other byte
-// of the caller's fields is kept.
-func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.Client, model []byte) []byte {
-	o := r.obj
-	switch {
-	case c.Model != "":
-		o.Set("model", a.NewString(c.Model))
-	case !bytes.Equal(model, r.model):
-		o.Set("model", a.NewStringBytes(model))
-	default:
-		o.Set("model", r.modelValue)
-	}
-
-	clamp(o, a, "max_tokens", r.maxTokens, c.MaxTokens)
-	clamp(o, a, "max_completion_tokens", r.maxCompletionTokens, c.MaxTokens)
-
-	if len(c.Stop) > 0 {
-		o.Set("stop", r.mergeStops(a, c.Stop))
-	} else if r.stop != nil {
-		o.Set("stop", r.stop)
-	}
-
-	if r.stream && c.StreamUsage && !r.callerUsage {
-		so := a.NewObject()
-		if r.streamOptions != nil && r.streamOptions.Type() == fastjson.TypeObject {
-			r.streamOptions.GetObject().Visit(func(k []byte, v *fastjson.Value) {
-				so.Set(string(k), v)
-			})
+// appendStreamOptions appends the caller's stream_options (when an object)
+// with include_usage set.
+func (r *request) appendStreamOptions(dst []byte) []byte {
+	dst = append(dst, '{')
+	for _, m := range r.soMembers {
+		if string(m.key) == "include_usage" {
+			continue
 		}
-		so.Set("include_usage", a.NewTrue())
-		o.Set("stream_options", so)
-	} else if r.streamOptions != nil {
-		o.Set("stream_options", r.streamOptions)
+		dst = append(dst, '"')
+		dst = append(dst, m.key...)
+		dst = append(dst, '"', ':')
+		dst = append(dst, m.val...)
+		dst = append(dst, ',')
 	}
-	dst = r.root.MarshalTo(dst)
-	r.undo()
-	return dst
+	return append(dst, `"include_usage":true}`...)
+}
+
+// appendClamped appends the caller's token limit lowered to limit (0 =
+// none) when it asked for more; else as the caller sent it.
+func appendClamped(dst, raw []byte, n int64, ok bool, limit int) []byte {
+	if ok && limit > 0 && n > int64(limit) {
+		return strconv.AppendInt(dst, int64(limit), 10)
+	}
+	return append(dst, raw...)
 }
 
 // mergeStops returns the caller's stops followed by the client's, each once,
@@ -272,53 +485,8 @@ func (r *request) mergeStops(a *fastjson.Arena, client []string) *fastjson.Value
 	return arr
 }
 
-// undo removes keys an attempt added that the caller did not send, so the
-// next attempt starts from the caller's request.
-func (r *request) undo() {
-	if r.stop == nil {
-		r.obj.Del("stop")
-	}
-	if r.streamOptions == nil {
-		r.obj.Del("stream_options")
-	}
-}
-
-// clamp lowers key to limit (0 = none) when the caller asked for more; else
-// restores the caller's value.
-func clamp(o *fastjson.Object, a *fastjson.Arena, key string, orig *fastjson.Value, limit int) {
-	if orig == nil {
-		return
-	}
-	if n, err := orig.Int64(); err == nil && limit > 0 && n > int64(limit) {
-		o.Set(key, a.NewNumberInt(limit))
-		return
-	}
-	o.Set(key, orig)
-}
-
 // hidesUsage reports whether gptapi asks c for stream usage the caller did
 // not want, and so must drop the usage-only chunk.
 func (r *request) hidesUsage(c *configs.Client) bool {
 	return r.stream && c.StreamUsage && !r.callerUsage
-}
-
-// rewritten are the top-level keys gptapi reads or rewrites.
-var rewritten = [...]string{"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
-
-// duplicateKey returns a key of rewritten that o holds twice: parsers differ
-// on which one wins, so gptapi and the upstream could disagree on the model.
-func duplicateKey(o *fastjson.Object) string {
-	var seen [len(rewritten)]bool
-	dup := ""
-	o.Visit(func(k []byte, _ *fastjson.Value) {
-		for i, name := range rewritten {
-			if string(k) == name {
-				if seen[i] {
-					dup = name
-				}
-				seen[i] = true
-			}
-		}
-	})
-	return dup
 }

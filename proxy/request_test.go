@@ -17,9 +17,8 @@ import (
 func upstreamBody(t testing.TB, ep logsink.Endpoint, body string, c configs.Client, model string) string {
 	t.Helper()
 	var r request
-	var p fastjson.Parser
 	var a fastjson.Arena
-	if e := r.parse(&p, []byte(body), ep); e != nil {
+	if e := r.parse([]byte(body), ep); e != nil {
 		t.Fatalf("parse %s: %s", body, e.Message)
 	}
 	if model == "" {
@@ -70,10 +69,9 @@ func TestUpstreamBody(t *testing.T) {
 // must not leak into the next.
 func TestUpstreamBodyAttemptsIndependent(t *testing.T) {
 	var r request
-	var p fastjson.Parser
 	var a fastjson.Arena
 	body := `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true}`
-	if e := r.parse(&p, []byte(body), logsink.Chat); e != nil {
+	if e := r.parse([]byte(body), logsink.Chat); e != nil {
 		t.Fatal(e.Message)
 	}
 	first := configs.Client{Model: "other", MaxTokens: 10, Stop: []string{"s"}, StreamUsage: true}
@@ -94,8 +92,7 @@ func TestParseErrors(t *testing.T) {
 	f := func(ep logsink.Endpoint, body, wantSubstr string) {
 		t.Helper()
 		var r request
-		var p fastjson.Parser
-		e := r.parse(&p, []byte(body), ep)
+		e := r.parse([]byte(body), ep)
 		if wantSubstr == "" {
 			if e != nil {
 				t.Errorf("parse %s: unexpected error %q", body, e.Message)
@@ -203,9 +200,8 @@ func FuzzUpstreamBody(f *testing.F) {
 	c := configs.Client{Model: "mm", MaxTokens: 5, Stop: []string{"a", "z"}, StreamUsage: true}
 	f.Fuzz(func(t *testing.T, body string) {
 		var r request
-		var p fastjson.Parser
 		var a fastjson.Arena
-		if e := r.parse(&p, []byte(body), logsink.Chat); e != nil {
+		if e := r.parse([]byte(body), logsink.Chat); e != nil {
 			return
 		}
 		if !preprocess(&r, &a, &allOn) {

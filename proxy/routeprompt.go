@@ -6,24 +6,16 @@ import "github.com/valyala/fastjson"
 
 // promptMessages returns the chat's messages as they go upstream (after
 // preprocessing), or nil.
-func (r *request) promptMessages() *fastjson.Value {
-	if r.obj == nil {
-		return nil
-	}
-	return r.obj.Get("messages")
-}
+func (r *request) promptMessages() *fastjson.Value { return r.messages }
 
-// promptMember returns the JSON text of the top-level member name, or nil.
-// dst is scratch the text is written to; the grown scratch is returned for
-// reuse.
+// promptMember returns the JSON text of the top-level member name as the
+// caller sent it, or nil. dst is scratch the text may be written to; the
+// grown scratch is returned for reuse.
 func (r *request) promptMember(name string, dst []byte) (val, scratch []byte) {
-	if r.obj == nil {
-		return nil, dst
+	for i := range r.members {
+		if string(r.members[i].key) == name {
+			return r.members[i].val, dst
+		}
 	}
-	v := r.obj.Get(name)
-	if v == nil {
-		return nil, dst
-	}
-	dst = v.MarshalTo(dst)
-	return dst, dst
+	return nil, dst
 }
