@@ -112,6 +112,8 @@ type Sink struct {
 	written atomic.Uint64
 	spilled atomic.Uint64
 
+	cachedFn atomic.Pointer[func(upstream []byte, tokens int64)] // route.go
+
 	// hurry, once set, sends everything to the spill folder instead of
 	// the database; cancelOps interrupts the write under way.
 	hurry     atomic.Bool
@@ -395,6 +397,7 @@ func (w *writer) add(r *Record) {
 		w.rows = append(w.rows, row{})
 	}
 	w.dv.derive(&w.rows[w.n], r)
+	w.reportCached(&w.rows[w.n])
 	w.n++
 	if w.n%yieldRows == 0 {
 		yield()

@@ -119,6 +119,7 @@ func serve(path string, cfg *configs.Config, log *slog.Logger) int {
 		log.Error("cannot start", "err", err)
 		return exitConfig
 	}
+	sink.OnCachedTokens(srv.CountCachedTokens) // gptapi_prompt_cached_tokens_total
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		log.Error("cannot listen", "addr", cfg.Server.Listen, "err", err)
