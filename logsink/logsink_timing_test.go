@@ -55,7 +55,10 @@ func BenchmarkDerive(b *testing.B) {
 // whole rate: queue, parsing, inserts, and the spill path when the producer
 // outruns the writer.
 func benchWriter(b *testing.B, fill func(r *Record, i int)) {
-	o := testOptions(b)
+	benchWriterTo(b, testOptions(b), fill)
+}
+
+func benchWriterTo(b *testing.B, o Options, fill func(r *Record, i int)) {
 	o.QueueSize, o.BatchSize, o.FlushInterval = 65536, 512, 200*time.Millisecond
 	s, err := Open(o)
 	if err != nil {
@@ -96,6 +99,21 @@ func cpuTime() time.Duration {
 func BenchmarkWriter1KB(b *testing.B) {
 	benchWriter(b, func(r *Record, i int) {
 		smallRecord(r, "req-"+fmt.Sprint(i), int64(i))
+	})
+}
+
+// BenchmarkWriterStores is the writer's rate for ~1 KB records into each
+// store in one run: SQLite (WAL, synchronous=NORMAL) and a local
+// PostgreSQL with fsync on, as production runs it.
+func BenchmarkWriterStores(b *testing.B) {
+	fill := func(r *Record, i int) { smallRecord(r, "req-"+fmt.Sprint(i), time.Now().UnixMilli()) }
+	b.Run("sqlite", func(b *testing.B) { benchWriter(b, fill) })
+	b.Run("postgres", func(b *testing.B) {
+		p := startPGOpts(b, true)
+		o := testOptions(b)
+		o.Driver, o.Path = DriverPostgres, ""
+		o.DSN = newDB(b, p)
+		benchWriterTo(b, o, fill)
 	})
 }
 

@@ -28,6 +28,9 @@ type pgServer struct {
 	dir  string // data folder
 	port int
 	as   []string // runuser prefix, or none
+	// durable keeps fsync on, as a production server runs; tests run
+	// without it
+	durable bool
 }
 
 // pgBinDir finds PostgreSQL's programs: pg_config, Debian's versioned
@@ -51,13 +54,15 @@ func pgBinDir() string {
 
 // startPG starts a PostgreSQL of the test's own, stopped when it ends. It
 // skips the test only when PostgreSQL is not installed.
-func startPG(t testing.TB) *pgServer {
+func startPG(t testing.TB) *pgServer { return startPGOpts(t, false) }
+
+func startPGOpts(t testing.TB, durable bool) *pgServer {
 	t.Helper()
 	bin := pgBinDir()
 	if bin == "" {
 		t.Skip("PostgreSQL is not installed (Debian: apt-get install postgresql, or make deps); skipping the PostgreSQL store tests")
 	}
-	p := &pgServer{bin: bin}
+	p := &pgServer{bin: bin, durable: durable}
 	base, err := os.MkdirTemp("", "gptapi-pg-")
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +117,10 @@ func (p *pgServer) run(t testing.TB, prog string, args ...string) {
 // connections.
 func (p *pgServer) start(t testing.TB) {
 	t.Helper()
-	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s -c fsync=off -c max_connections=50", p.port, p.dir)
+	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s -c max_connections=50", p.port, p.dir)
+	if !p.durable {
+		opts += " -c fsync=off"
+	}
 	if out, err := p.cmd("pg_ctl", "-D", p.dir, "-l", filepath.Join(p.dir, "log"), "-o", opts, "-w", "-t", "60", "start").CombinedOutput(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(p.dir, "log"))
 		t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
