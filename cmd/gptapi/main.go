@@ -106,6 +106,9 @@ func serve(path string, cfg *configs.Config, log *slog.Logger) int {
 		MaxBodyLogBytes: cfg.Logsink.MaxBodyLogBytes,
 		SpillDir:        cfg.Logsink.SpillDir,
 		Node:            cfg.Logsink.Node,
+		Driver:          cfg.Logsink.Driver,
+		DSN:             cfg.Logsink.DSN,
+		MaxPendingBytes: int64(cfg.Logsink.MaxPendingBytes),
 		Logger:          log,
 	})
 	if err != nil {
