@@ -18,7 +18,7 @@ from e2e_mock import Json, Sse, Trickle, chat_answer, chat_chunks
 
 def groups():
     return [metrics_group, shutdown_group, send_timeout_group, first_byte_group, pool_group,
-            edges_group]
+            edges_group, models_group]
 
 
 def _gw_log(gw):
@@ -419,3 +419,51 @@ def edges_group(R):
             s.close()
         ensure(data.startswith(b"HTTP/1.1 400"), "answer %s" % short(data))
         eq(data.count(b"HTTP/1.1 "), 1, "responses on the connection (a smuggled GET was served)")
+
+
+# ====================================================================== models
+
+def models_group(R):
+    mT, mF = R.mock("T"), R.mock("F")
+    gw = R.gateway("kw-models", {
+        "check_config": {"models_cache_ttl": "60s"},
+        "openai_clients": [client("tenant", mT, ["m-t"], key_mode="passthrough"),
+                           client("flaky", mF, ["m-f"], api_key="sk-flaky")]})
+
+    def per_key(rec):
+        key = rec.headers.get("authorization", "")
+        ids = {"Bearer sk-tenant-a": ["shared", "secret-finetune-of-tenant-a"],
+               "Bearer sk-tenant-b": ["shared", "model-b"]}.get(key, [])
+        return Json({"object": "list", "data": [{"id": i, "object": "model"} for i in ids]})
+
+    def ids(r):
+        expect_status(r, 200)
+        return sorted(m["id"] for m in r.json["data"])
+
+    @R.check("keepword.models.per_tenant")
+    def _():
+        mT.models_action = per_key
+        mF.models = ["flaky-model"]
+        a = ids(gw.get("/v1/models", headers={"Authorization": "Bearer sk-tenant-a"}))
+        b = ids(gw.get("/v1/models", headers={"Authorization": "Bearer sk-tenant-b"}))
+        ensure("secret-finetune-of-tenant-a" in a, "tenant a's list: %s" % a)
+        ensure("secret-finetune-of-tenant-a" not in b, "tenant b sees tenant a's model: %s" % b)
+        ensure("model-b" in b, "tenant b's list: %s" % b)
+
+    @R.check("keepword.models.failure_not_cached")
+    def _():
+        mT.models_action = per_key
+        mF.models = ["flaky-model"]
+        calls = {"n": 0}
+
+        def flaky(rec):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return Json({"error": {"message": "down"}}, 503)
+            return Json({"object": "list", "data": [{"id": "flaky-model", "object": "model"}]})
+        mF.models_action = flaky
+        h = {"Authorization": "Bearer sk-tenant-c"}
+        first = ids(gw.get("/v1/models", headers=h))
+        ensure("flaky-model" not in first, "first list %s" % first)
+        second = ids(gw.get("/v1/models", headers=h))
+        ensure("flaky-model" in second, "a failed fetch was cached: %s" % second)
