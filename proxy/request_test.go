@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -95,16 +96,16 @@ func TestParseErrors(t *testing.T) {
 		e := r.parse([]byte(body), ep)
 		if wantSubstr == "" {
 			if e != nil {
-				t.Errorf("parse %s: unexpected error %q", body, e.Message)
+				t.Errorf("parse %.200s: unexpected error %q", body, e.Message)
 			}
 			return
 		}
 		if e == nil {
-			t.Errorf("parse %s: no error, want one containing %q", body, wantSubstr)
+			t.Errorf("parse %.200s: no error, want one containing %q", body, wantSubstr)
 			return
 		}
 		if e.Status != 400 || e.Type != "invalid_request_error" || !strings.Contains(e.Message, wantSubstr) {
-			t.Errorf("parse %s: got %d %s %q, want 400 containing %q", body, e.Status, e.Type, e.Message, wantSubstr)
+			t.Errorf("parse %.200s: got %d %s %q, want 400 containing %q", body, e.Status, e.Type, e.Message, wantSubstr)
 		}
 	}
 	chat := logsink.Chat
@@ -131,6 +132,41 @@ func TestParseErrors(t *testing.T) {
 	f(logsink.Rerank, `{"model":"m","query":"q"}`, "'documents'")
 	f(logsink.Rerank, `{"model":"m","query":"q","documents":["a"]}`, "")
 	f(logsink.Embeddings, `{"model":"m","input":"a","stream":true}`, "not supported")
+
+	// Limits on what a body can make gptapi build (SPEC §3).
+	msg := `{"role":"user","content":"x"}`
+	f(chat, `{"model":"`+strings.Repeat("m", 256)+`","messages":[`+msg+`]}`, "")
+	f(chat, `{"model":"`+strings.Repeat("m", 257)+`","messages":[`+msg+`]}`, "longer than 256 bytes")
+	f(chat, `{"model":"m\u00e9","messages":[`+msg+`]}`, "")
+	f(chat, `{"model":"m","messages":[`+msg+`],"junk":[`+strings.Repeat("0,", 1<<20)+`0]}`, "")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x","junk":[`+strings.Repeat("0,", 100000)+`0]}]}`, "'messages' holds 100006 JSON values in 200042 bytes")
+	f(chat, `{"model":"m","messages":[`+msg+`],"stop":[`+strings.Repeat(`"",`, 100000)+`""]}`, "'stop' holds 100002 JSON values")
+	f(chat, `{"model":"m","messages":[`+strings.Repeat(`{"role":"user","content":""},`, 20000)+msg+`]}`, "")
+	f(chat, `{"model":"m","messages":[`+msg+`],"x":`+strings.Repeat("[", 301)+strings.Repeat("]", 301)+`}`, "deeper than 300")
+	f(chat, `{"model":"m","messages":[`+msg+`],"x":`+strings.Repeat("[", 1<<20), "deeper than 300")
+	f(chat, `{"model":"m","messages":[`+msg+`]`+strings.Repeat(`,"k":0`, 1024)+`}`, "more than 1024 top-level fields")
+}
+
+// A body of 16 MiB of small numbers in a field gptapi does not read costs a
+// scan and a copy, not a value per number.
+func TestParseSmallValuesCheap(t *testing.T) {
+	body := zeros(16 << 20)
+	var r request
+	var a fastjson.Arena
+	var out []byte
+	allocs := testing.AllocsPerRun(1, func() {
+		r.reset()
+		if e := r.parse(body, logsink.Chat); e != nil {
+			t.Fatal(e.Message)
+		}
+		out = r.appendUpstreamBody(out[:0], &a, &configs.Client{}, r.model)
+	})
+	if len(out) != len(body) || r.built > 10 {
+		t.Fatalf("upstream body %d bytes of %d, %d values built", len(out), len(body), r.built)
+	}
+	if allocs > 20 {
+		t.Fatalf("%v allocations", allocs)
+	}
 }
 
 func TestErrorBody(t *testing.T) {
@@ -197,20 +233,31 @@ func FuzzUpstreamBody(f *testing.F) {
 	f.Add(`{"model":"m","messages":[{"role":"user","content":" hi "},{"role":"user","content":[{"type":"text","text":"x"}]}],"stop":"s","max_tokens":9,"zz":{"a":[1]}}`)
 	f.Add(`{"model":"m","messages":[{"role":"assistant","content":"a</think>b<think>c"}],"stream":true,"stream_options":{}}`)
 	f.Add(`{"model":"m","messages":[{"role":"user"}],"stop":["a","a"]}`)
+	f.Add(`{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":[{"type":"image_url"}]},{"role":"user","content":"c"}],"junk":[0,0,0,0]}`)
+	f.Add(`{"model":"m\u0041","messages":[{"role":"user","content":"a"}],"stream_options":{"include_usage":false,"x":1},"stream":true}`)
 	c := configs.Client{Model: "mm", MaxTokens: 5, Stop: []string{"a", "z"}, StreamUsage: true}
 	f.Fuzz(func(t *testing.T, body string) {
 		var r request
 		var a fastjson.Arena
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		allocBefore := ms.TotalAlloc
 		if e := r.parse([]byte(body), logsink.Chat); e != nil {
 			return
 		}
 		if !preprocess(&r, &a, &allOn) {
 			return
 		}
+		out := r.appendUpstreamBody(nil, &a, &c, []byte("mm"))
+		runtime.ReadMemStats(&ms)
+		// Memory is linear in the body's size whatever its shape: at most
+		// the value budget's floor plus a small multiple of the bytes.
+		if got, limit := ms.TotalAlloc-allocBefore, uint64(64*len(body)+1<<20); got > limit {
+			t.Fatalf("%d bytes allocated for a %d-byte body (limit %d)", got, len(body), limit)
+		}
 		// Keys the caller sent that gptapi never rewrites must survive.
 		var before map[string]json.RawMessage
 		wasValid := json.Unmarshal([]byte(body), &before) == nil
-		out := r.appendUpstreamBody(nil, &a, &c, []byte("mm"))
 		if !wasValid {
 			return
 		}
