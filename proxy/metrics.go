@@ -99,6 +99,9 @@ func newServerMetrics(s *Server) *serverMetrics {
 		m.set.NewGauge("gptapi_logsink_written_total", func() float64 { return float64(st.Written()) })
 		m.set.NewGauge("gptapi_logsink_spilled_total", func() float64 { return float64(st.Spilled()) })
 	}
+	if st, ok := s.sink.(interface{ Dropped() uint64 }); ok {
+		m.set.NewGauge("gptapi_logsink_dropped_total", func() float64 { return float64(st.Dropped()) })
+	}
 	m.set.RegisterMetricsWriter(func(w io.Writer) { m.writeDynamic(w, s) })
 	return m
 }
