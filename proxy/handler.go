@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
@@ -177,10 +178,11 @@ func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
 	rec.Status = ctx.Response.StatusCode()
 	rec.LatencyMs = time.Since(x.start).Milliseconds()
 	rec.Tried = x.closeTried(rec.Tried[:0])
-	rec.RequestBody = append(rec.RequestBody[:0], x.upBody...)
-	if len(rec.RequestBody) == 0 {
-		rec.RequestBody = append(rec.RequestBody, ctx.PostBody()...)
+	body := x.upBody
+	if len(body) == 0 {
+		body = ctx.PostBody()
 	}
+	rec.RequestBody = x.appendLoggedBody(rec.RequestBody[:0], body)
 	rec.ResponseBody = append(rec.ResponseBody[:0], ctx.Response.Body()...)
 	if x.served != nil {
 		x.scr = appendServerTiming(x.scr[:0], x.upWait, time.Since(x.start))
@@ -188,6 +190,22 @@ func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
 	}
 	x.s.account(rec, x.served, x.upWait, len(rec.ResponseBody), &x.attrs)
 	x.s.put(rec)
+}
+
+// appendLoggedBody appends what the record needs of a request body: the
+// writer stores at most logsink.max_body_log_bytes of it, so a queued record
+// holds no more than that (a few bytes over, so the writer still sees it
+// was cut and cuts it at a rune boundary), and nothing when bodies are
+// not stored. The proxy already told the record what the request offers.
+func (x *exchange) appendLoggedBody(dst, body []byte) []byte {
+	ls := &x.st.cfg.Logsink
+	if !ls.StoreBodies {
+		return dst
+	}
+	if limit := ls.MaxBodyLogBytes + utf8.UTFMax; len(body) > limit {
+		body = body[:limit]
+	}
+	return append(dst, body...)
 }
 
 // appendClientIP appends the caller's address: the connection's, or from

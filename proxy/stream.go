@@ -150,7 +150,7 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	rec.Upstream = append(rec.Upstream[:0], up.cfg.Name...)
 	rec.ServedModel = append(rec.ServedModel[:0], model...)
 	rec.Tried = x.closeTried(rec.Tried[:0])
-	rec.RequestBody = append(rec.RequestBody[:0], x.upBody...)
+	rec.RequestBody = x.appendLoggedBody(rec.RequestBody[:0], x.upBody)
 	sb.rec = rec
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
