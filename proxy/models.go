@@ -11,17 +11,25 @@ import (
 // modelsCache holds merged /v1/models answers for models_cache_ttl, one
 // per credential when a client fetches with the caller's key (passthrough,
 // or an empty api_key): what one tenant may see is never shown to another.
-// A fetch that any upstream failed is not kept. Concurrent callers of one
-// entry share its fan-out; the lock is never held across the network.
+// Each upstream's list is kept; a failed fetch is not, and is asked again
+// by the next call. Concurrent callers of one entry share its fan-out; the
+// lock is never held across the network.
 type modelsCache struct {
 	mu      sync.Mutex
 	entries map[string]*modelsEntry // by caller key, "" when no client uses it
 }
 
 type modelsEntry struct {
-	done    chan struct{} // closed once body is set
+	done  chan struct{} // closed once body is set
+	body  []byte        // parts merged
+	parts []modelsPart  // by upstream, in config order
+}
+
+// modelsPart is one upstream's list, kept for models_cache_ttl; a failed
+// fetch (nil body) is asked again by the next call.
+type modelsPart struct {
 	body    []byte
-	expires time.Time // zero: not to be reused (a failed fetch)
+	expires time.Time
 }
 
 // maxModelsEntries bounds the cache; callers' keys are not ours to count.
@@ -35,10 +43,10 @@ func (s *Server) handleModels(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, errUnauthorized)
 		return
 	}
-	ctx.SetContentType("application/json")
 	if len(st.authKeys) > 0 {
 		key = nil // gptapi's own key: never sent upstream (SPEC §3)
 	}
+	ctx.SetContentType("application/json")
 	ctx.SetBody(st.models.get(st, key))
 }
 
@@ -62,72 +70,89 @@ func (mc *modelsCache) get(st *state, key []byte) []byte {
 	if e != nil {
 		select {
 		case <-e.done:
-			if now.Before(e.expires) {
+			if e.fresh(now) {
 				mc.mu.Unlock()
 				return e.body
 			}
 		default: // a fetch for this key is under way: share it
+			done := e.done
 			mc.mu.Unlock()
-			<-e.done
+			<-done
+			mc.mu.Lock()
+			defer mc.mu.Unlock()
 			return e.body
 		}
 	}
-	if mc.entries == nil {
-		mc.entries = make(map[string]*modelsEntry)
-	}
-	if len(mc.entries) >= maxModelsEntries {
-		for k, old := range mc.entries {
-			select {
-			case <-old.done:
-				if !now.Before(old.expires) || len(mc.entries) >= maxModelsEntries {
+	if e == nil {
+		if mc.entries == nil {
+			mc.entries = make(map[string]*modelsEntry)
+		}
+		if len(mc.entries) >= maxModelsEntries {
+			for k, old := range mc.entries {
+				select {
+				case <-old.done:
 					delete(mc.entries, k)
+				default:
 				}
-			default:
+				if len(mc.entries) < maxModelsEntries/2 {
+					break
+				}
 			}
 		}
+		e = &modelsEntry{parts: make([]modelsPart, len(st.upstreams))}
+		mc.entries[string(key)] = e
 	}
-	e = &modelsEntry{done: make(chan struct{})}
-	mc.entries[string(key)] = e
+	e.done = make(chan struct{})
 	mc.mu.Unlock()
 
-	body, ok := fetchModels(st, key)
-	e.body = body
-	if ok {
-		e.expires = time.Now().Add(st.cfg.Check.ModelsCacheTTL)
-	}
-	close(e.done)
-	return body
-}
-
-// fetchModels asks every upstream for its models at once and merges the
-// lists by id, first one wins in config order. An upstream that fails or
-// times out is left out.
-// ok is false when an upstream failed: the answer is not to be cached.
-func fetchModels(st *state, key []byte) (out []byte, ok bool) {
-	bodies := make([][]byte, len(st.upstreams))
+	// Only this goroutine writes e until done is closed.
 	var wg sync.WaitGroup
 	for i, up := range st.upstreams {
+		if now.Before(e.parts[i].expires) {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			bodies[i] = fetchUpstreamModels(up, key, st.cfg.Check.ModelsTimeout)
+			b := fetchUpstreamModels(up, key, st.cfg.Check.ModelsTimeout)
+			e.parts[i] = modelsPart{body: b}
+			if b != nil {
+				e.parts[i].expires = time.Now().Add(st.cfg.Check.ModelsCacheTTL)
+			}
 		}()
 	}
 	wg.Wait()
+	body := mergeModels(e.parts)
+	mc.mu.Lock()
+	e.body = body
+	close(e.done)
+	mc.mu.Unlock()
+	return body
+}
 
+// fresh reports whether every upstream's list is still valid.
+func (e *modelsEntry) fresh(now time.Time) bool {
+	for i := range e.parts {
+		if !now.Before(e.parts[i].expires) {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeModels merges the lists by id, first one wins in config order. An
+// upstream that failed or timed out is left out.
+func mergeModels(parts []modelsPart) []byte {
 	var p fastjson.Parser
 	seen := make(map[string]bool)
-	out = append(out, `{"object":"list","data":[`...)
+	out := append([]byte(nil), `{"object":"list","data":[`...)
 	n := 0
-	ok = true
-	for _, b := range bodies {
-		if b == nil {
-			ok = false
+	for _, part := range parts {
+		if part.body == nil {
 			continue
 		}
-		v, err := p.ParseBytes(b)
+		v, err := p.ParseBytes(part.body)
 		if err != nil {
-			ok = false
 			continue
 		}
 		for _, m := range v.GetArray("data") {
@@ -143,7 +168,7 @@ func fetchModels(st *state, key []byte) (out []byte, ok bool) {
 			n++
 		}
 	}
-	return append(out, "]}"...), ok
+	return append(out, "]}"...)
 }
 
 func fetchUpstreamModels(up *upstream, key []byte, timeout time.Duration) []byte {
