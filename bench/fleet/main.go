@@ -126,8 +126,9 @@ func fleetMain() int {
 					return 1
 				}
 				sum := r.Summary
-				fmt.Printf("fleet: kv %7d  load %-4g %-13s %4d/%d ok  ttft p50 %6.0f ms  p99 %7.0f ms  hit %5.1f%%  (%s)\n",
-					kv, load, s.Name, sum.OK, sum.Requests, sum.TTFTms.P50, sum.TTFTms.P99, 100*sum.HitShare, r.Wall.Round(100*time.Millisecond))
+				fmt.Printf("fleet: kv %7d  load %-4g %-13s %4d/%d ok  server ttft p50 %6.0f p99 %7.0f ms  client p50 %6.0f p99 %7.0f ms  hit %5.1f%%  (%s)\n",
+					kv, load, s.Name, sum.OK, sum.Requests, sum.ServerTTFTms.P50, sum.ServerTTFTms.P99, sum.TTFTms.P50, sum.TTFTms.P99,
+					100*sum.HitShare, r.Wall.Round(100*time.Millisecond))
 				rep.Runs = append(rep.Runs, r)
 			}
 		}

@@ -15,7 +15,7 @@ const (
 	plotW, plotH   = panelW - plotL - 20, 190
 )
 
-// svg draws, for each KV capacity, TTFT by load and strategy (bar: p50,
+// svg draws, for each KV capacity, the servers' TTFT by load and strategy (bar: p50,
 // whisker: p99, log scale) and the cache hit share with the trace's
 // ceiling as a dashed line.
 func (r *report) svg() string {
@@ -49,12 +49,12 @@ func (r *report) svg() string {
 			}
 			return v
 		}
-		p50 := get(func(x *run) float64 { return x.Summary.TTFTms.P50 / 1000 })
-		p99 := get(func(x *run) float64 { return x.Summary.TTFTms.P99 / 1000 })
+		p50 := get(func(x *run) float64 { return x.Summary.ServerTTFTms.P50 / 1000 })
+		p99 := get(func(x *run) float64 { return x.Summary.ServerTTFTms.P99 / 1000 })
 		hit := get(func(x *run) float64 { return 100 * x.Summary.HitShare })
 		y := 55 + row*panelH
 		fmt.Fprintf(&b, `<g transform="translate(0,%d)">`+"\n", y)
-		r.panel(&b, "TTFT, s (bar p50, whisker p99), KV "+kvShort(kv), true, p50, p99, -1)
+		r.panel(&b, "Server TTFT, s (bar p50, whisker p99), KV "+kvShort(kv), true, p50, p99, -1)
 		b.WriteString("</g>\n")
 		fmt.Fprintf(&b, `<g transform="translate(%d,%d)">`+"\n", panelW, y)
 		r.panel(&b, "Prompt tokens served from cache, %, KV "+kvShort(kv), false, hit, nil, 100*r.Ceiling)

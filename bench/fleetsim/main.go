@@ -51,6 +51,8 @@ func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, len(addrs))
+	var fleet []*server
+	var lns []net.Listener
 	for i, addr := range addrs {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -60,8 +62,14 @@ func main() {
 		eng := newEngine(name, cfg, clock)
 		go eng.run(ctx, *gran)
 		s := newServer(name, eng, time.Duration(float64(*gap) / *speed))
-		go func() { errc <- s.serve(ln) }()
-		fmt.Printf("fleetsim %s listening on %s\n", name, ln.Addr())
+		s.addr = ln.Addr().String()
+		fleet = append(fleet, s)
+		lns = append(lns, ln)
+	}
+	for i, s := range fleet {
+		s.fleet = fleet
+		go func() { errc <- s.serve(lns[i]) }()
+		fmt.Printf("fleetsim %s listening on %s\n", s.name, s.addr)
 	}
 	fmt.Printf("fleetsim ready: %d servers, speed %g, kv %d tokens, prefill %g tok/s, step %s + %s/seq\n",
 		len(addrs), *speed, cfg.KVTokens, cfg.Cost.PrefillRate, cfg.Cost.StepBase, cfg.Cost.PerSeq)

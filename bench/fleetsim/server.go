@@ -22,11 +22,13 @@ const maxBodyBytes = 32 << 20
 
 // server is one simulated vLLM server: its engine behind an OpenAI HTTP API.
 type server struct {
-	name string
-	eng  *engine
-	gap  time.Duration // least wall time between two events of a stream (-event-gap / -speed)
-	seq  atomic.Uint64
-	http *fasthttp.Server
+	name  string
+	addr  string    // where it listens
+	fleet []*server // every server of the process, for /sim/probe-fleet
+	eng   *engine
+	gap   time.Duration // least wall time between two events of a stream (-event-gap / -speed)
+	seq   atomic.Uint64
+	http  *fasthttp.Server
 }
 
 func newServer(name string, eng *engine, gap time.Duration) *server {
@@ -61,6 +63,11 @@ func (s *server) handle(ctx *fasthttp.RequestCtx) {
 	case "/sim/probe":
 		if post {
 			s.probe(ctx)
+			return
+		}
+	case "/sim/probe-fleet":
+		if post {
+			s.probeFleet(ctx)
 			return
 		}
 	case "/metrics":
@@ -300,6 +307,7 @@ func (an *answer) appendEnd(b []byte) []byte {
 		b = an.appendHead(b, an.object(true))
 		b = append(b, `"choices":[],`...)
 		b = an.appendUsage(b)
+		b = an.appendSim(b)
 		b = append(b, "}\n\n"...)
 	}
 	return append(b, "data: [DONE]\n\n"...)
@@ -332,12 +340,29 @@ func (an *answer) appendWhole(b []byte) []byte {
 		b = append(b, `","logprobs":null,"finish_reason":"length"}],`...)
 	}
 	b = an.appendUsage(b)
+	b = an.appendSim(b)
+	return append(b, '}')
+}
+
+// appendSim adds what the simulator knows exactly, in simulated
+// milliseconds from the request's arrival at this server: its first token
+// and its end. Clients that read it get the server's time to first token
+// free of their own wall-clock noise.
+func (an *answer) appendSim(b []byte) []byte {
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b = append(b, `,"sim":{"server":"`...)
+	b = append(b, an.s.name...)
+	b = append(b, `","ttft_ms":`...)
+	b = strconv.AppendFloat(b, ms(an.r.firstAt-an.r.at), 'f', 3, 64)
+	b = append(b, `,"e2e_ms":`...)
+	b = strconv.AppendFloat(b, ms(an.r.doneAt-an.r.at), 'f', 3, 64)
 	return append(b, '}')
 }
 
 // probeAnswer is what POST /sim/probe tells the reference router.
 type probeAnswer struct {
 	Server        string `json:"server"`
+	Addr          string `json:"addr"`
 	PromptTokens  int    `json:"prompt_tokens"`
 	CachedBlocks  int    `json:"cached_blocks"` // leading blocks of the prompt held now
 	CachedTokens  int    `json:"cached_tokens"`
@@ -346,24 +371,53 @@ type probeAnswer struct {
 	QueuedPrefill int64  `json:"queued_prefill_tokens"` // prompt tokens not yet computed, waiting and running
 }
 
-// probe answers how much of a prompt this server holds, without touching
-// its cache or queue. It takes the body of a chat request, or of a
-// completions request when the body has "prompt" and no "messages".
-func (s *server) probe(ctx *fasthttp.RequestCtx) {
+// parseProbe reads a probe's body: a chat request, or a completions one
+// when it has "prompt" and no "messages".
+func (s *server) parseProbe(ctx *fasthttp.RequestCtx) (ask, bool) {
 	body := ctx.PostBody()
 	chat := !(fastjson.Exists(body, "prompt") && !fastjson.Exists(body, "messages"))
 	a, status, msg := s.parse(body, chat)
 	if status != 0 {
 		writeError(ctx, status, "BadRequestError", msg)
-		return
+		return a, false
 	}
+	return a, true
+}
+
+// answerProbe is how much of a's prompt s holds now and its queue; it
+// changes nothing.
+func (s *server) answerProbe(a *ask) probeAnswer {
 	s.eng.mu.Lock()
 	n := s.eng.pool.match(a.chain)
 	st := s.eng.stats()
 	s.eng.mu.Unlock()
-	pa := probeAnswer{Server: s.name, PromptTokens: a.prompt, CachedBlocks: n, CachedTokens: n * blockTokens,
+	return probeAnswer{Server: s.name, Addr: s.addr, PromptTokens: a.prompt, CachedBlocks: n, CachedTokens: n * blockTokens,
 		Running: st.Running, Waiting: st.Waiting, QueuedPrefill: st.QueuedPrefill}
-	b, _ := json.Marshal(&pa)
+}
+
+// probe answers POST /sim/probe for this server.
+func (s *server) probe(ctx *fasthttp.RequestCtx) {
+	if a, ok := s.parseProbe(ctx); ok {
+		pa := s.answerProbe(&a)
+		writeJSON(ctx, &pa)
+	}
+}
+
+// probeFleet answers POST /sim/probe-fleet: the probe of every server of
+// this process, in order, for one parse of the prompt instead of one per
+// server (the reference router asks before every request).
+func (s *server) probeFleet(ctx *fasthttp.RequestCtx) {
+	if a, ok := s.parseProbe(ctx); ok {
+		pas := make([]probeAnswer, len(s.fleet))
+		for i, o := range s.fleet {
+			pas[i] = o.answerProbe(&a)
+		}
+		writeJSON(ctx, pas)
+	}
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, v any) {
+	b, _ := json.Marshal(v)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
 }

@@ -24,6 +24,7 @@ func startServer(t *testing.T, cfg Config) (string, *server) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go e.run(ctx, testGran)
 	s := newServer("s0", e, time.Millisecond)
+	s.addr, s.fleet = ln.Addr().String(), []*server{s}
 	go s.serve(ln)
 	t.Cleanup(func() {
 		cancel()
@@ -93,12 +94,19 @@ func TestServerAnswersAndCaches(t *testing.T) {
 				Finish *string `json:"finish_reason"`
 			} `json:"choices"`
 			Usage *usage `json:"usage"`
+			Sim   *struct {
+				TTFT float64 `json:"ttft_ms"`
+				E2E  float64 `json:"e2e_ms"`
+			} `json:"sim"`
 		}
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("event %q: %s", line, err)
 		}
 		if ev.Usage != nil {
 			u = ev.Usage
+			if ev.Sim == nil || ev.Sim.TTFT <= 0 || ev.Sim.E2E < ev.Sim.TTFT+29*13 {
+				t.Errorf("usage event without the simulated times: %s", line)
+			}
 		}
 		for _, c := range ev.Choices {
 			role = role || (words == 0 && c.Delta.Role == "assistant")
@@ -137,6 +145,11 @@ func TestServerAnswersAndCaches(t *testing.T) {
 	var pa probeAnswer
 	if err := json.Unmarshal([]byte(pb), &pa); err != nil || pa.CachedBlocks != len(a.chain) {
 		t.Errorf("probe %s: want %d cached blocks", pb, len(a.chain))
+	}
+	_, fb := post(t, url+"/sim/probe-fleet", chatBody+"}")
+	var pas []probeAnswer
+	if err := json.Unmarshal([]byte(fb), &pas); err != nil || len(pas) != 1 || pas[0].CachedBlocks != len(a.chain) || pas[0].Addr != s.addr {
+		t.Errorf("probe-fleet %s: want one answer from %s with %d cached blocks", fb, s.addr, len(a.chain))
 	}
 	_, mb := post(t, url+"/metrics", "")
 	if !strings.Contains(mb, "vllm:prefix_cache_hits_total") {

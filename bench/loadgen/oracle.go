@@ -3,6 +3,7 @@ package loadgen
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,13 +11,15 @@ import (
 )
 
 // Oracle is the precise-placement reference router of the fleet benchmark:
-// before each request it asks every simulated server (POST /sim/probe of
-// bench/fleetsim) how many leading blocks of the prompt it holds and how
-// much prefill is queued there, and sends the request to the longest
-// holder unless that one is overloaded; then to the least loaded. It is
-// what a router with perfect knowledge of every KV cache does (llm-d's
-// precise prefix-cache scoring, fed by vLLM's KV events), so it bounds
-// what a router guessing from outside can reach at that cache size.
+// before each request it asks the simulated servers (bench/fleetsim) how
+// many leading blocks of the prompt each holds and how much prefill is
+// queued on each, and sends the request to the longest holder unless that
+// one is overloaded; then to the least loaded. It is what a router with
+// perfect knowledge of every KV cache does (llm-d's precise prefix-cache
+// scoring, fed by vLLM's KV events), so it bounds what a router guessing
+// from outside can reach at that cache size. It asks once per request:
+// POST /sim/probe-fleet to the first server answers for every server of
+// its process (the probe of each, for one parse of the prompt).
 //
 // Load is the prefill tokens queued on a server (waiting and running, not
 // yet computed) plus what this oracle sent there whose answer headers have
@@ -25,64 +28,64 @@ import (
 // than the prefill its cache saves over that server's.
 type Oracle struct {
 	addrs   []string
-	hcs     []*fasthttp.HostClient
+	hc      *fasthttp.HostClient
 	mu      sync.Mutex
 	pending []int64
 }
 
-// NewOracle makes the reference router over the simulated servers at addrs.
+// NewOracle makes the reference router over the simulated servers at
+// addrs, all of one fleetsim process.
 func NewOracle(addrs []string) *Oracle {
-	o := &Oracle{addrs: addrs, pending: make([]int64, len(addrs))}
-	for _, a := range addrs {
-		o.hcs = append(o.hcs, &fasthttp.HostClient{Addr: a, MaxConns: 4096, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
-	}
-	return o
+	return &Oracle{addrs: addrs, pending: make([]int64, len(addrs)),
+		hc: &fasthttp.HostClient{Addr: addrs[0], MaxConns: 4096, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}}
 }
 
-// probeAnswer is the part of fleetsim's /sim/probe answer the oracle reads.
+// probeAnswer is the part of fleetsim's probe answer the oracle reads.
 type probeAnswer struct {
-	PromptTokens  int   `json:"prompt_tokens"`
-	CachedTokens  int   `json:"cached_tokens"`
-	QueuedPrefill int64 `json:"queued_prefill_tokens"`
+	Addr          string `json:"addr"`
+	PromptTokens  int    `json:"prompt_tokens"`
+	CachedTokens  int    `json:"cached_tokens"`
+	QueuedPrefill int64  `json:"queued_prefill_tokens"`
 }
 
-func (o *Oracle) probe(k int, body []byte) (probeAnswer, error) {
-	var pa probeAnswer
+// probe asks the fleet about body; the answers come in o.addrs order.
+func (o *Oracle) probe(body []byte) ([]probeAnswer, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI("/sim/probe")
-	req.Header.SetHost(o.addrs[k])
+	req.SetRequestURI("/sim/probe-fleet")
+	req.Header.SetHost(o.addrs[0])
 	req.Header.SetContentType("application/json")
 	req.SetBodyRaw(body)
-	if err := o.hcs[k].Do(req, resp); err != nil {
-		return pa, fmt.Errorf("probe %s: %w", o.addrs[k], err)
+	if err := o.hc.Do(req, resp); err != nil {
+		return nil, fmt.Errorf("probe %s: %w", o.addrs[0], err)
 	}
 	if resp.StatusCode() != fasthttp.StatusOK {
-		return pa, fmt.Errorf("probe %s: status %d: %.200s", o.addrs[k], resp.StatusCode(), resp.Body())
+		return nil, fmt.Errorf("probe %s: status %d: %.200s", o.addrs[0], resp.StatusCode(), resp.Body())
 	}
-	if err := json.Unmarshal(resp.Body(), &pa); err != nil {
-		return pa, fmt.Errorf("probe %s: %w", o.addrs[k], err)
+	var got []probeAnswer
+	if err := json.Unmarshal(resp.Body(), &got); err != nil {
+		return nil, fmt.Errorf("probe %s: %w", o.addrs[0], err)
 	}
-	return pa, nil
+	pas := make([]probeAnswer, len(o.addrs))
+	for k, a := range o.addrs {
+		i := slices.IndexFunc(got, func(p probeAnswer) bool { return p.Addr == a })
+		if i < 0 {
+			return nil, fmt.Errorf("probe %s: no answer for %s", o.addrs[0], a)
+		}
+		pas[k] = got[i]
+	}
+	return pas, nil
 }
 
-// Route probes every server at once and picks one.
+// Route probes the fleet and picks a server.
 func (o *Oracle) Route(i int, body []byte) (string, func(), error) {
+	pas, err := o.probe(body)
+	if err != nil {
+		return "", nil, err
+	}
 	n := len(o.addrs)
-	pas := make([]probeAnswer, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for k := range n {
-		wg.Go(func() { pas[k], errs[k] = o.probe(k, body) })
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return "", nil, err
-		}
-	}
 	o.mu.Lock()
 	load := make([]int64, n)
 	for k := range n {

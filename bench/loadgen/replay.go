@@ -63,6 +63,11 @@ type ReplayRecord struct {
 	TTFT       time.Duration `json:"ttft_ns"` // to the first content event
 	TPOT       time.Duration `json:"tpot_ns"` // first to last content event over completion_tokens-1
 	E2E        time.Duration `json:"e2e_ns"`  // to the end of the stream
+	// From the simulator (bench/fleetsim), when it served: its own time to
+	// first token and to the end, in simulated time from the request's
+	// arrival at the server, free of wall-clock noise.
+	SimTTFT time.Duration `json:"sim_ttft_ns,omitempty"`
+	SimE2E  time.Duration `json:"sim_e2e_ns,omitempty"`
 }
 
 // Run sends every request of the trace at its arrival time divided by
@@ -247,6 +252,10 @@ func readReplayStream(resp *fasthttp.Response, due time.Time, rec *ReplayRecord)
 					rec.Completion = u.GetInt("completion_tokens")
 					rec.Cached = u.GetInt("prompt_tokens_details", "cached_tokens")
 					usage = true
+					if sim := v.Get("sim"); sim != nil {
+						rec.SimTTFT = time.Duration(sim.GetFloat64("ttft_ms") * float64(time.Millisecond))
+						rec.SimE2E = time.Duration(sim.GetFloat64("e2e_ms") * float64(time.Millisecond))
+					}
 				}
 			}
 		}
@@ -290,6 +299,7 @@ type ReplaySummary struct {
 	Errors       []string       `json:"errors,omitempty"` // a sample
 	Scale        float64        `json:"scale"`
 	TTFTms       Percentiles    `json:"ttft_ms"`
+	ServerTTFTms Percentiles    `json:"server_ttft_ms"` // the simulator's own, simulated, not scaled (zero without one)
 	TPOTms       Percentiles    `json:"tpot_ms"`
 	E2Ems        Percentiles    `json:"e2e_ms"`
 	LagMaxMs     float64        `json:"lag_max_ms"` // the sender's own lateness, wall time
@@ -308,7 +318,7 @@ func Summarize(recs []ReplayRecord, scale float64) ReplaySummary {
 		scale = 1
 	}
 	s := ReplaySummary{Requests: len(recs), Scale: scale, Upstreams: map[string]int{}}
-	var ttft, tpot, e2e []time.Duration
+	var ttft, tpot, e2e, sttft []time.Duration
 	var out int64
 	var end time.Duration
 	var seen []string
@@ -328,6 +338,9 @@ func Summarize(recs []ReplayRecord, scale float64) ReplaySummary {
 		s.Upstreams[r.Upstream]++
 		ttft = append(ttft, r.TTFT)
 		e2e = append(e2e, r.E2E)
+		if r.SimTTFT > 0 {
+			sttft = append(sttft, r.SimTTFT)
+		}
 		if r.Completion > 1 {
 			tpot = append(tpot, r.TPOT)
 		}
@@ -335,12 +348,13 @@ func Summarize(recs []ReplayRecord, scale float64) ReplaySummary {
 		s.CachedTokens += int64(r.Cached)
 		out += int64(r.Completion)
 	}
-	pct := func(d []time.Duration) Percentiles {
+	pct := func(d []time.Duration, scale float64) Percentiles {
 		slices.Sort(d)
 		ms := func(q float64) float64 { return float64(Quantile(d, q)) / 1e6 * scale }
 		return Percentiles{P50: ms(0.50), P90: ms(0.90), P99: ms(0.99)}
 	}
-	s.TTFTms, s.TPOTms, s.E2Ems = pct(ttft), pct(tpot), pct(e2e)
+	s.TTFTms, s.TPOTms, s.E2Ems = pct(ttft, scale), pct(tpot, scale), pct(e2e, scale)
+	s.ServerTTFTms = pct(sttft, 1)
 	if s.PromptTokens > 0 {
 		s.HitShare = float64(s.CachedTokens) / float64(s.PromptTokens)
 	}

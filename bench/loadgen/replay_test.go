@@ -159,7 +159,7 @@ func (s *slowServer) handle(ctx *fasthttp.RequestCtx) {
 			w.Flush()
 			time.Sleep(10 * time.Millisecond)
 		}
-		fmt.Fprint(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":600,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":512}}}\n\ndata: [DONE]\n\n")
+		fmt.Fprint(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":600,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":512}},\"sim\":{\"ttft_ms\":250.5,\"e2e_ms\":300}}\n\ndata: [DONE]\n\n")
 	})
 }
 
@@ -200,7 +200,7 @@ func TestReplayIsOpenLoop(t *testing.T) {
 		if got := late(i) - base; got > 150*time.Millisecond || r.Due+got >= hold {
 			t.Errorf("request %d arrived %s late", i, got)
 		}
-		if r.Err != "" || r.Due != due || r.Upstream != "slow" || r.Cached != 512 || r.Prompt != 600 || r.Completion != 3 {
+		if r.Err != "" || r.Due != due || r.SimTTFT != 250500*time.Microsecond || r.SimE2E != 300*time.Millisecond || r.Upstream != "slow" || r.Cached != 512 || r.Prompt != 600 || r.Completion != 3 {
 			t.Errorf("record %d: %+v", i, r)
 		}
 		if r.TTFT < hold || r.E2E < r.TTFT+10*time.Millisecond || r.TPOT < 4*time.Millisecond {
@@ -208,7 +208,7 @@ func TestReplayIsOpenLoop(t *testing.T) {
 		}
 	}
 	sum := Summarize(recs, 10)
-	if sum.OK != 10 || sum.Failed != 0 || sum.HitShare != 512.0/600 || sum.TTFTms.P50 < 10000 || sum.Upstreams["slow"] != 10 {
+	if sum.OK != 10 || sum.Failed != 0 || sum.HitShare != 512.0/600 || sum.TTFTms.P50 < 10000 || sum.ServerTTFTms.P50 != 250.5 || sum.Upstreams["slow"] != 10 {
 		t.Errorf("summary: %+v", sum)
 	}
 }
