@@ -32,9 +32,10 @@ import e2e_phase3  # noqa: E402
 import e2e_keepword  # noqa: E402
 import e2e_routing  # noqa: E402
 import e2e_fleetdb  # noqa: E402
+import e2e_edge  # noqa: E402
 
 REPO = os.path.dirname(HERE)
-STAGES = ["phase1", "phase2", "phase3", "phase4", "keepword", "routing", "fleetdb"]
+STAGES = ["phase1", "phase2", "phase3", "phase4", "keepword", "routing", "fleetdb", "edge"]
 
 
 def build(tmp):
@@ -121,6 +122,7 @@ def main(argv=None):
             "keepword": e2e_keepword.groups(),
             "routing": e2e_routing.groups(),
             "fleetdb": e2e_fleetdb.groups(),
+            "edge": e2e_edge.groups(),
         }
         for st in stages:
             for g in plan[st]:
