@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -115,6 +116,9 @@ func (rp *Replay) Run() ([]ReplayRecord, error) {
 	return recs, nil
 }
 
+// dialTimeout bounds connecting to a replay's target.
+const dialTimeout = 30 * time.Second
+
 // clients keeps one keep-alive client per address.
 type clients struct {
 	mu      sync.Mutex
@@ -128,7 +132,11 @@ func (c *clients) get(addr string) *fasthttp.HostClient {
 	hc := c.m[addr]
 	if hc == nil {
 		hc = &fasthttp.HostClient{
-			Addr:                          addr,
+			Addr: addr,
+			// A burst of arrivals opens many connections at once; on a
+			// loaded machine the accept queue can take longer than
+			// fasthttp's default 3s to drain.
+			Dial:                          func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, dialTimeout) },
 			MaxConns:                      1 << 14,
 			ReadTimeout:                   c.timeout,
 			WriteTimeout:                  c.timeout,
