@@ -23,8 +23,9 @@ type streamBody struct {
 	sse.Relay
 	s        *Server
 	up       *upstream
-	resp     *fasthttp.Response // upstream response; its body stream is the relay's source
-	body     bodyStream         // resp's body stream as the relay reads it
+	conn     heldConn                // the upstream connection the stream is read from
+	hdr      fasthttp.ResponseHeader // the upstream's response header
+	body     bodyReader              // the upstream's body as the relay reads it
 	rec      *logsink.Record
 	start    time.Time
 	firstEvt time.Time
@@ -37,6 +38,14 @@ var streamBodyPool = sync.Pool{New: func() any {
 	sb.ErrorEvent = sb.errorEvent // bound once per pooled body
 	return sb
 }}
+
+// putStreamBody returns an unused or finished body to the pool.
+func putStreamBody(sb *streamBody) {
+	sb.s, sb.up, sb.rec = nil, nil, nil
+	sb.body = bodyReader{}
+	sb.cutting.Store(false)
+	streamBodyPool.Put(sb)
+}
 
 var (
 	errCallerGone     = errors.New("the caller closed the connection")
@@ -79,41 +88,40 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	x.prepare(req, up, model)
-	resp := fasthttp.AcquireResponse()
-	resp.StreamBody = true
+	sb := streamBodyPool.Get().(*streamBody)
 	t0 := time.Now()
-	err := up.stream.Do(req, resp)
+	err := sb.conn.start(up.streamPool, req, &sb.hdr, time.Time{})
 	x.upWait += time.Since(t0)
 	if err != nil {
-		fasthttp.ReleaseResponse(resp)
+		putStreamBody(sb)
 		return upstreamFailure(up, err)
 	}
-	status := resp.StatusCode()
+	sb.body.reset(sb.conn.br, bodyLength(&sb.hdr))
+	status := sb.hdr.StatusCode()
 	if status != fasthttp.StatusOK {
 		if retryable(status) {
-			closeUpstream(resp, errRetrying)
-			fasthttp.ReleaseResponse(resp)
+			sb.conn.finish(false)
+			putStreamBody(sb)
 			return &attemptError{msg: up.cfg.Name + ": upstream answered " + strconv.Itoa(status)}
 		}
 		// The upstream's own refusal is relayed as it is, read within the
 		// bound of a non-stream answer.
-		x.scr, err = appendLimited(x.scr[:0], resp.BodyStream(), x.st.cfg.Check.MaxResponseBytes)
-		closeUpstream(resp, err)
+		x.scr, err = appendLimited(x.scr[:0], &sb.body, x.st.cfg.Check.MaxResponseBytes)
+		sb.conn.finish(err == nil && reusable(&sb.hdr, &sb.body))
 		if err != nil {
-			fasthttp.ReleaseResponse(resp)
+			putStreamBody(sb)
 			return upstreamFailure(up, err)
 		}
 		ctx.SetStatusCode(status)
-		ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+		ctx.Response.Header.SetContentTypeBytes(sb.hdr.ContentType())
 		ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
 		ctx.Response.SetBody(x.scr)
 		x.rec.TTFTMs = time.Since(x.start).Milliseconds()
 		x.served = up
-		fasthttp.ReleaseResponse(resp)
+		putStreamBody(sb)
 		return nil
 	}
 
-	sb := streamBodyPool.Get().(*streamBody)
 	sb.Relay.Reset()
 	restore := ""
 	if up.cfg.Model != "" {
@@ -123,28 +131,25 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	sb.CollectLimit = x.st.cfg.Logsink.MaxBodyLogBytes
 	sb.Collect = x.rec.Chunks[:0]
 	x.rec.Chunks = nil
-	var src io.Reader = resp.BodyStream()
-	if ce := resp.Header.ContentEncoding(); compressed(ce) {
+	var src io.Reader = &sb.body
+	if ce := sb.hdr.ContentEncoding(); compressed(ce) {
 		src, err = decoder(ce, src)
 	}
-	sb.body.reset(src)
 	if err == nil {
-		err = sb.Start(&sb.body)
+		err = sb.Start(src)
 	}
 	if err != nil {
-		closeUpstream(resp, err)
-		fasthttp.ReleaseResponse(resp)
+		sb.conn.finish(false)
 		x.rec.Chunks = sb.Collect[:0]
 		sb.Collect = nil
-		sb.body = bodyStream{}
-		streamBodyPool.Put(sb)
+		putStreamBody(sb)
 		return upstreamFailure(up, err)
 	}
-	if c := connOf(resp); c != nil {
-		c.dataStarted() // first_byte_timeout no longer applies
+	if sb.conn.dc != nil {
+		sb.conn.dc.dataStarted() // first_byte_timeout no longer applies
 	}
 
-	sb.s, sb.up, sb.resp, sb.start, sb.firstEvt = x.s, up, resp, x.start, time.Now()
+	sb.s, sb.up, sb.start, sb.firstEvt = x.s, up, x.start, time.Now()
 	rec := x.rec
 	x.rec = nil
 	rec.Upstream = append(rec.Upstream[:0], up.cfg.Name...)
@@ -164,6 +169,15 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	return nil
 }
 
+// bodyLength is the body framing of a response header as bodyReader.reset
+// takes it: answers to a POST without a body (1xx, 204, 304) are empty.
+func bodyLength(hdr *fasthttp.ResponseHeader) int {
+	if s := hdr.StatusCode(); s < 200 || s == fasthttp.StatusNoContent || s == fasthttp.StatusNotModified {
+		return 0
+	}
+	return hdr.ContentLength()
+}
+
 // CloseWithError is called once by fasthttp when the body is done (err is
 // the write error, if any). It frees the upstream and sends the record.
 func (sb *streamBody) CloseWithError(err error) error {
@@ -174,11 +188,11 @@ func (sb *streamBody) CloseWithError(err error) error {
 	if sb.End.IsZero() {
 		sb.End = time.Now()
 	}
+	reuse := false
 	switch {
 	case sb.cutting.Load():
 		rec.Status = fasthttp.StatusBadGateway
 		rec.Error = append(rec.Error[:0], streamError(errShutdown).Message...)
-		closeUpstream(sb.resp, errShutdown)
 	case sb.WriteErr != nil || (err != nil && sb.ReadErr == nil):
 		gone := errCallerGone
 		if isTimeout(sb.WriteErr) || isTimeout(err) {
@@ -186,16 +200,17 @@ func (sb *streamBody) CloseWithError(err error) error {
 		}
 		rec.Status = 499
 		rec.Error = append(rec.Error[:0], gone.Error()...)
-		closeUpstream(sb.resp, gone)
 	case sb.ReadErr != nil:
 		e := streamError(sb.ReadErr)
 		rec.Status = e.Status
 		rec.Error = append(rec.Error[:0], e.Message...)
-		closeUpstream(sb.resp, sb.ReadErr)
 	default:
 		rec.Status = fasthttp.StatusOK
-		closeUpstream(sb.resp, sb.DrainErr)
+		reuse = sb.DrainErr == nil && reusable(&sb.hdr, &sb.body)
 	}
+	// Pooled only when read to its end; else closed, not drained, so the
+	// upstream stops generating at once.
+	sb.conn.finish(reuse)
 	first := sb.FirstContent
 	if first.IsZero() {
 		first = sb.firstEvt
@@ -205,30 +220,18 @@ func (sb *streamBody) CloseWithError(err error) error {
 	rec.Chunks, sb.Collect = sb.Collect, nil
 	rec.ChunksCut = sb.CollectCut
 	s.account(rec, sb.up, sb.End.Sub(sb.start), len(rec.Chunks), &sb.attrs)
-	fasthttp.ReleaseResponse(sb.resp)
-	sb.s, sb.up, sb.resp, sb.rec = nil, nil, nil, nil
-	sb.body = bodyStream{}
-	sb.cutting.Store(false)
-	streamBodyPool.Put(sb)
+	putStreamBody(sb)
 	s.put(rec)
 	return nil
 }
 
 // cut ends the stream from another goroutine (shutdown): closing the
-// upstream body interrupts the relay's read, which then ends the stream
-// with an error event.
+// upstream connection interrupts the relay's read, which then ends the
+// stream with an error event. streamSet calls it under its lock, which
+// CloseWithError takes before it lets the connection go.
 func (sb *streamBody) cut() {
 	sb.cutting.Store(true)
-	closeUpstream(sb.resp, errShutdown)
-}
-
-// closeUpstream releases the upstream body: pooled when it was read to the
-// end, else its connection is closed (not drained) so the upstream stops
-// generating at once.
-func closeUpstream(resp *fasthttp.Response, err error) {
-	if rc, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
-		_ = rc.CloseWithError(err)
-	}
+	sb.conn.interrupt()
 }
 
 // streamError is the error a stream ends with when its upstream fails after

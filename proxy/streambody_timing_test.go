@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -117,4 +118,96 @@ func (p *pooledRelay) Close() error {
 	default:
 	}
 	return nil
+}
+
+// cannedStreamUpstream answers every request on a kept-alive connection
+// with the same 20-event chunked stream, written at once.
+func cannedStreamUpstream(tb testing.TB) string {
+	tb.Helper()
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for i := 0; i <= 20; i++ {
+		ev := `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok"},"finish_reason":null}]}` + "\n\n"
+		if i == 20 {
+			ev = "data: [DONE]\n\n"
+		}
+		b.WriteString(strconv.FormatInt(int64(len(ev)), 16) + "\r\n" + ev + "\r\n")
+	}
+	b.WriteString("0\r\n\r\n")
+	resp := b.Bytes()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReaderSize(c, 64<<10)
+				var req fasthttp.Request
+				for {
+					req.Reset()
+					if err := req.Read(br); err != nil {
+						return
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/v1"
+}
+
+// BenchmarkStreamProxied is a whole proxied stream over loopback: caller →
+// gptapi → an upstream that sends 20 events and [DONE] at once → caller,
+// records discarded. It measures the upstream side gptapi owns (connection,
+// header, chunked body, coalescing) together with the relay.
+func BenchmarkStreamProxied(b *testing.B) {
+	_, addr := startProxy(b, testConfig(cannedStreamUpstream(b)), nil)
+	c := &fasthttp.HostClient{Addr: addr, MaxConns: 64}
+	body := []byte(`{"model":"qwen-7b","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		req.SetRequestURI("/v1/chat/completions")
+		req.Header.SetMethod("POST")
+		req.Header.SetHost("x")
+		req.SetBodyRaw(body)
+		buf := make([]byte, 8192)
+		for pb.Next() {
+			resp.StreamBody = true
+			if err := c.Do(req, resp); err != nil {
+				b.Error(err)
+				return
+			}
+			n := 0
+			for {
+				m, err := resp.BodyStream().Read(buf)
+				n += m
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			resp.CloseBodyStream()
+			if resp.StatusCode() != 200 || n < 2000 {
+				b.Errorf("status %d, %d bytes", resp.StatusCode(), n)
+				return
+			}
+			Sink += n
+			resp.Reset()
+		}
+	})
 }

@@ -41,6 +41,9 @@ type upstream struct {
 	// share a pool.
 	plain  *fasthttp.HostClient
 	stream *fasthttp.HostClient
+	// plainPool and streamPool are the same pools as gptapi's exchanges
+	// hold their connections (upconn.go).
+	plainPool, streamPool *upPool
 
 	hists *upstreamStats // latency, TTFT, failure log throttle; kept by name across reloads
 }
@@ -78,6 +81,8 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	// make gptapi allocate what it declares.
 	up.plain.MaxResponseBodySize = chk.MaxResponseBytes
 	up.stream = up.hostClient(c, chk, chk.StreamIdleTimeout)
+	up.plainPool = &upPool{hc: up.plain, conns: newConnPool(up.plain)}
+	up.streamPool = &upPool{hc: up.stream, conns: newConnPool(up.stream)}
 	return up, nil
 }
 
@@ -99,10 +104,8 @@ func (up *upstream) hostClient(c *configs.Client, chk *configs.Check, idle time.
 		// uvicorn-based servers (vLLM, SGLang) close keep-alive connections
 		// idle for 5 s; closing ours first avoids most stale ones.
 		MaxIdleConnDuration: 4 * time.Second,
-		// A pooled connection the upstream closed while idle fails before
-		// any response byte: that request never ran, so it is sent once
-		// more on a fresh connection. Every other failure is the dispatch
-		// loop's to fail over.
+		// Exchanges hold their connections (upconn.go) and retry a stale
+		// pooled one themselves; this covers the model list fetch.
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr: func(_ *fasthttp.Request, attempts int, err error) (bool, bool) {
 			return false, attempts == 1 && staleConn(err)
@@ -145,9 +148,10 @@ func (up *upstream) closeIdle() {
 	up.stream.CloseIdleConnections()
 }
 
-// deadlineConn turns fasthttp's absolute read deadline into the SPEC's
-// timeouts (§2). fasthttp sets one deadline before reading each response
-// (the request's, e.g. request_timeout, or none); from that moment
+// deadlineConn turns an absolute read deadline into the SPEC's timeouts
+// (§2). One deadline is set before reading each response (the request's,
+// e.g. request_timeout, or none: heldConn.send, or fasthttp for the model
+// list); from that moment
 // firstByte is a fixed deadline, not renewed by bytes that trickle in: it
 // bounds the response headers, and for streams also the first data event
 // (the relay calls dataStarted once it has it, so neither slow headers nor
@@ -157,10 +161,9 @@ func (up *upstream) closeIdle() {
 type deadlineConn struct {
 	net.Conn
 	firstByte, idle time.Duration
-	abs             time.Time // deadline fasthttp asked for; zero = none
+	abs             time.Time // deadline asked for; zero = none
 	phase           uint8     // phaseHead, phaseFirstEvent or phaseFlowing
 	crlf            uint8     // bytes of "\r\n\r\n" matched at the end of what was read
-	addr            connAddr
 }
 
 const (
@@ -169,31 +172,12 @@ const (
 	phaseFlowing           // answer flowing: idle bounds each silence
 )
 
-// connAddr is the connection's local address; it also leads back to the
-// connection from the response fasthttp read on it (Response.LocalAddr).
-type connAddr struct {
-	net.Addr
-	c *deadlineConn
-}
-
 func newDeadlineConn(conn net.Conn, firstByte, idle time.Duration) *deadlineConn {
-	c := &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}
-	c.addr = connAddr{Addr: conn.LocalAddr(), c: c}
-	return c
-}
-
-func (c *deadlineConn) LocalAddr() net.Addr { return &c.addr }
-
-// connOf returns the connection resp was read from, nil if not one of ours.
-func connOf(resp *fasthttp.Response) *deadlineConn {
-	if a, ok := resp.LocalAddr().(*connAddr); ok {
-		return a.c
-	}
-	return nil
+	return &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}
 }
 
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
-	// fasthttp calls this right before reading each response: a new
+	// Called right before reading each response: a new
 	// exchange starts waiting for its first byte.
 	return c.start(t, c.Conn.SetReadDeadline)
 }

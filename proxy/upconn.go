@@ -1,0 +1,208 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// gptapi sends each upstream request on a connection it holds itself,
+// taken from the upstream's fasthttp pool through the HostClient's public
+// connection methods (AcquireConn, ReleaseConn, CloseConn: the ones a custom
+// fasthttp.RoundTripper uses). fasthttp keeps what it is good at: dialling,
+// TLS, the pool, its idle cleaner, max_conns with max_conn_wait, and the
+// request writer and header parser. gptapi gets what a proxy needs:
+//   - a stream is read from a bufio.Reader gptapi owns, so it knows what is
+//     buffered (burst coalescing, bodystream.go) without fasthttp's internals;
+//   - a running request's connection is known, so it can be closed when the
+//     caller leaves or shutdown cuts (SPEC §1, §4.4): cancelling an upstream
+//     is closing its connection, never draining it.
+
+// connPool is a HostClient's pool of connections.
+type connPool interface {
+	acquire() (poolConn, error)
+	release(poolConn)
+	close(poolConn)
+}
+
+// poolConn is a connection taken from a connPool.
+type poolConn struct {
+	h      any      // the pool's handle for it (fasthttp's *clientConn)
+	nc     net.Conn // as fasthttp dialled it: TLS over a deadlineConn for https
+	reused bool     // it served an earlier exchange
+}
+
+// hostPool is connPool over a HostClient's methods. C is fasthttp's handle
+// of a pooled connection, a type it does not export: it is inferred from
+// the methods' signatures, and only the methods fasthttp exports on it are
+// called.
+type hostPool[C interface {
+	comparable
+	Conn() net.Conn
+	LastUseTime() time.Time
+}] struct {
+	acquireFn func(time.Duration, bool) (C, error)
+	releaseFn func(C)
+	closeFn   func(C)
+}
+
+func newConnPool(hc *fasthttp.HostClient) connPool {
+	return poolOf(hc.AcquireConn, hc.ReleaseConn, hc.CloseConn)
+}
+
+func poolOf[C interface {
+	comparable
+	Conn() net.Conn
+	LastUseTime() time.Time
+}](acquire func(time.Duration, bool) (C, error), release, closeConn func(C)) connPool {
+	return &hostPool[C]{acquireFn: acquire, releaseFn: release, closeFn: closeConn}
+}
+
+// acquire waits up to the HostClient's MaxConnWaitTimeout (max_conn_wait)
+// for a connection when max_conns are busy: fasthttp.ErrNoFreeConns after.
+func (p *hostPool[C]) acquire() (poolConn, error) {
+	cc, err := p.acquireFn(0, false)
+	if err != nil {
+		return poolConn{}, err
+	}
+	return poolConn{h: cc, nc: cc.Conn(), reused: !cc.LastUseTime().IsZero()}, nil
+}
+
+func (p *hostPool[C]) release(c poolConn) { p.releaseFn(c.h.(C)) }
+func (p *hostPool[C]) close(c poolConn)   { p.closeFn(c.h.(C)) }
+
+// upPool is one of an upstream's pools: the HostClient and its connections.
+type upPool struct {
+	hc    *fasthttp.HostClient
+	conns connPool
+}
+
+// heldConn is an upstream connection held for one exchange, from sending
+// the request until the answer was read (released to the pool) or the
+// exchange was abandoned (closed).
+type heldConn struct {
+	p  *upPool
+	pc poolConn
+	dc *deadlineConn // the TCP connection under pc.nc
+	br *bufio.Reader // the answer is read from here; from the HostClient's pool
+}
+
+// start sends req on a connection of p and reads the response header into
+// hdr. The request's write and its answer are bounded by deadline (zero:
+// none but first_byte_timeout). A pooled connection the upstream closed
+// while idle fails before any byte of an answer: that request never ran,
+// so it is sent once more on a fresh connection; every other failure is
+// the dispatch loop's to fail over.
+func (h *heldConn) start(p *upPool, req *fasthttp.Request, hdr *fasthttp.ResponseHeader, deadline time.Time) error {
+	for attempt := 0; ; attempt++ {
+		err := h.send(p, req, deadline)
+		if err == nil {
+			err = readHeader(hdr, h.br)
+			if err == nil {
+				return nil
+			}
+		}
+		retry := attempt == 0 && h.pc.reused && staleConn(err)
+		h.finish(false)
+		if !retry {
+			return err
+		}
+	}
+}
+
+// send takes a connection and writes req on it.
+func (h *heldConn) send(p *upPool, req *fasthttp.Request, deadline time.Time) error {
+	pc, err := p.conns.acquire()
+	if err != nil {
+		return err
+	}
+	h.p, h.pc, h.dc = p, pc, deadlineOf(pc.nc)
+	wd := deadline
+	if h.dc != nil && h.dc.firstByte > 0 {
+		// An upstream that does not take the request is as bad as one
+		// that does not answer it.
+		if fb := time.Now().Add(h.dc.firstByte); wd.IsZero() || fb.Before(wd) {
+			wd = fb
+		}
+	}
+	if err = pc.nc.SetWriteDeadline(wd); err == nil {
+		bw := p.hc.AcquireWriter(pc.nc)
+		err = req.Write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		p.hc.ReleaseWriter(bw)
+	}
+	if err == nil {
+		// deadlineConn starts first_byte_timeout here.
+		err = pc.nc.SetReadDeadline(deadline)
+	}
+	h.br = p.hc.AcquireReader(pc.nc)
+	return err
+}
+
+// readHeader reads a response header, skipping interim (1xx) answers.
+func readHeader(hdr *fasthttp.ResponseHeader, br *bufio.Reader) error {
+	for {
+		if err := hdr.Read(br); err != nil {
+			return err
+		}
+		if s := hdr.StatusCode(); s >= 200 || s < 100 {
+			return nil
+		}
+	}
+}
+
+// finish gives the connection back to the pool when reuse is true and
+// nothing unread is left on it, else closes it (the upstream sees the
+// request cancelled). It does nothing when no connection is held.
+func (h *heldConn) finish(reuse bool) {
+	if h.p == nil {
+		return
+	}
+	if h.br != nil {
+		reuse = reuse && h.br.Buffered() == 0
+		h.p.hc.ReleaseReader(h.br)
+	}
+	if reuse {
+		h.p.conns.release(h.pc)
+	} else {
+		h.p.conns.close(h.pc)
+	}
+	*h = heldConn{}
+}
+
+// interrupt closes the connection under a read or write in progress on
+// another goroutine, which then fails; the owner still calls finish. The
+// caller makes sure the owner has not finished yet.
+func (h *heldConn) interrupt() {
+	if h.dc != nil {
+		_ = h.dc.Conn.Close()
+	} else if h.pc.nc != nil {
+		_ = h.pc.nc.Close()
+	}
+}
+
+// deadlineOf returns the deadlineConn under c (dialled by hostClient, maybe
+// wrapped in TLS by fasthttp), nil if there is none.
+func deadlineOf(c net.Conn) *deadlineConn {
+	for range 2 {
+		switch t := c.(type) {
+		case *deadlineConn:
+			return t
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			c = t.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// reusable reports whether the connection can serve another exchange once
+// body was read to its end.
+func reusable(hdr *fasthttp.ResponseHeader, body *bodyReader) bool {
+	return body.Done() && body.mode != bodyUntilClose && !hdr.ConnectionClose()
+}
