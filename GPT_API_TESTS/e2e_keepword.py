@@ -13,12 +13,12 @@ import time
 from e2e_common import expect_status, hdr, rid
 from e2e_infra import (CheckFail, Stream, client, ensure, eq, http_request,
                        short, wait_until)
-from e2e_mock import Json, Sse, Trickle, chat_answer, chat_chunks
+from e2e_mock import Hold, Json, Sse, Trickle, chat_answer, chat_chunks
 
 
 def groups():
     return [metrics_group, shutdown_group, send_timeout_group, first_byte_group, pool_group,
-            edges_group, models_group]
+            edges_group, models_group, cancel_group]
 
 
 def _gw_log(gw):
@@ -467,3 +467,75 @@ def models_group(R):
         ensure("flaky-model" not in first, "first list %s" % first)
         second = ids(gw.get("/v1/models", headers=h))
         ensure("flaky-model" in second, "a failed fetch was cached: %s" % second)
+
+
+# ====================================================================== non-stream cancel
+
+def _plain_caller(port, model, req_id):
+    """A non-stream chat request on a raw socket, left open."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    body = ('{"model":"%s","messages":[{"role":"user","content":"hi"}]}' % model).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Content-Type: application/json\r\nX-Request-Id: " + req_id.encode() +
+              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return s
+
+
+def cancel_group(R):
+    mH = R.mock("H")
+
+    @R.check("keepword.cancel.plain_caller_leaves_499")
+    def _():
+        # The answer is due after 8s; the caller leaves after 1s.
+        gw = R.gateway("kw-leave", {"openai_clients": [client("h", mH, ["m-hold"])]})
+        gw.ensure()
+        mH.reset()
+        mH.always(Hold(chat_answer("m-hold", "late"), 8))
+        req_id = rid("leave")
+        s = _plain_caller(gw.port, "m-hold", req_id)
+        wait_until(lambda: mH.calls("/chat/completions"), 5, 0.05, "the request to reach the upstream")
+        time.sleep(1)
+        s.close()
+        up = mH.last("/chat/completions")
+        wait_until(lambda: up.peer_closed_at or up.finished_at, 8, 0.05,
+                   "the upstream to see its connection closed or to answer")
+        ensure(up.peer_closed_at is not None,
+               "the upstream generated to the end: gptapi did not cancel it when the caller left")
+        ensure(up.peer_closed_at - up.t < 3, "cancelled %.1fs after the request" % (up.peer_closed_at - up.t))
+        row = gw.row(req_id, timeout=10)
+        eq(row["status"], 499, "record status of a non-stream caller that left")
+        ensure(row["latency_ms"] < 3000, "record latency %s ms" % row["latency_ms"])
+
+    @R.check("keepword.cancel.plain_cut_at_shutdown_502")
+    def _():
+        gw = R.gateway("kw-plainshut", {"server": {"shutdown_timeout": "2s"},
+                                        "openai_clients": [client("h", mH, ["m-hold"])]})
+        gw.ensure()
+        mH.reset()
+        mH.always(Hold(chat_answer("m-hold", "late"), 20))
+        req_id = rid("plainshut")
+        s = _plain_caller(gw.port, "m-hold", req_id)
+        try:
+            wait_until(lambda: mH.calls("/chat/completions"), 5, 0.05, "the request to reach the upstream")
+            t0 = time.monotonic()
+            gw.signal(signal.SIGTERM)
+            rc = _wait_exit(gw, 20)
+            took = time.monotonic() - t0
+            s.settimeout(2)
+            try:
+                got = s.recv(65536)
+            except OSError:
+                got = b""
+        finally:
+            s.close()
+        eq(rc, 0, "exit code")
+        ensure(took < 8, "exit took %.1fs after SIGTERM with shutdown_timeout 2s" % took)
+        ensure(got.startswith(b"HTTP/1.1 502"), "the caller got %s" % short(got))
+        log = _gw_log(gw)
+        ensure("every record written" in log, "no 'every record written' line: %s" % gw.log_tail(4))
+        up = mH.last("/chat/completions")
+        ensure(up.peer_closed_at is not None, "the upstream connection stayed open after the cut")
+        rows = _rows_after_replay(gw, [req_id])
+        ensure(rows, "no record of the cut request; log: %s" % gw.log_tail(3))
+        eq(rows[0]["status"], 502, "record status")
+        ensure("shutting down" in rows[0]["error"], "record error %r" % rows[0]["error"])

@@ -7,6 +7,7 @@ what gptapi sent upstream. Standard library only.
 """
 
 import json
+import select
 import socket
 import struct
 import threading
@@ -14,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = [
-    "MockUpstream", "Json", "Sse", "Fail", "Stall", "SlowJson", "Trickle",
+    "MockUpstream", "Json", "Sse", "Fail", "Stall", "SlowJson", "Trickle", "Hold",
     "refused_url", "free_port", "chat_chunks", "completion_chunks",
     "chat_answer", "completion_answer",
 ]
@@ -67,6 +68,16 @@ class Fail(Json):
         msg = message or ("mock failure %d" % status)
         super().__init__({"error": {"message": msg, "type": "server_error",
                                     "code": status}}, status, delay)
+
+
+class Hold(Json):
+    """Answer like Json after `seconds`, unless gptapi closes the connection
+    first: then rec.peer_closed_at is set and nothing is sent (an upstream
+    whose generation was cancelled)."""
+
+    def __init__(self, body, seconds, status=200):
+        Json.__init__(self, body, status)
+        self.seconds = seconds
 
 
 class Stall:
@@ -184,6 +195,7 @@ class Received:
         self.sent = []                  # monotonic time of each SSE chunk written
         self.write_failed_at = None     # monotonic time a write to gptapi failed
         self.finished_at = None
+        self.peer_closed_at = None      # Hold: monotonic time gptapi closed the connection
         self.answer = None              # bytes of a JSON answer sent
 
     def __repr__(self):
@@ -278,6 +290,8 @@ class _Handler(BaseHTTPRequestHandler):
             mock.sleep(action.gap)
             self._write(rec, data[half:])
             return
+        if isinstance(action, Hold) and self._held(mock, rec, action.seconds):
+            return
         if isinstance(action, Json):
             if action.delay:
                 mock.sleep(action.delay)
@@ -299,6 +313,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._sse(mock, rec, action)
             return
         raise TypeError("unknown mock action %r" % (action,))
+
+    def _held(self, mock, rec, seconds):
+        """Wait up to seconds; True if gptapi closed the connection meanwhile."""
+        end = time.monotonic() + seconds
+        sock = self.connection
+        while time.monotonic() < end and not mock._stop.is_set():
+            r, _, _ = select.select([sock], [], [], 0.05)
+            if not r:
+                continue
+            try:
+                b = sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                b = b""
+            if not b:
+                rec.peer_closed_at = time.monotonic()
+                self.close_connection = True
+                return True
+            time.sleep(0.05)
+        return False
 
     def _sse(self, mock, rec, a):
         if a.first_delay:

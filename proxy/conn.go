@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -23,6 +24,9 @@ func (l *callerListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	cc := &callerConn{Conn: c, l: l}
+	if sc, ok := c.(syscall.Conn); ok {
+		cc.raw, _ = sc.SyscallConn() // for gone's peek
+	}
 	l.mu.Lock()
 	if l.conns == nil {
 		l.conns = make(map[*callerConn]struct{})
@@ -79,6 +83,7 @@ type callerConn struct {
 	// is cutting this connection.
 	cutAt  atomic.Int64
 	closed atomic.Bool
+	raw    syscall.RawConn // nil when the listener's conns have none
 }
 
 func (c *callerConn) Write(p []byte) (int, error) {

@@ -26,6 +26,9 @@ type attemptError struct {
 	// health: no cooldown.
 	overflow bool
 	cause    error // the transport error, for the log only; may be nil
+	// cancelled: the watcher cancelled the request (the caller left, or
+	// shutdown cut it). No failover, and nothing said of the upstream.
+	cancelled error
 }
 
 func (e *attemptError) Error() string { return e.msg }
@@ -40,6 +43,10 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 	chk := &st.cfg.Check
 	model := x.req.model
 	x.tried = append(x.tried[:0], '[')
+	if !x.req.stream {
+		x.beginWait(ctx)
+		defer x.endWait()
+	}
 	var last *attemptError
 	for hop := 0; ; hop++ {
 		x.cands = st.table.Match(x.cands[:0], b2s(model))
@@ -72,6 +79,10 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 			}
 			if err != nil || x.rec != nil {
 				up.hists.load.End() // else a stream took it along and ends it
+			}
+			if err != nil && err.cancelled != nil {
+				x.abandon(ctx, err.cancelled)
+				return
 			}
 			h := st.table.Health(i)
 			if err == nil {
@@ -116,6 +127,25 @@ func (x *exchange) seenModel(m string) bool {
 func (x *exchange) fail(ctx *fasthttp.RequestCtx, e *apiError) {
 	writeError(ctx, e)
 	x.rec.Error = append(x.rec.Error[:0], e.Message...)
+}
+
+var (
+	errCutAtShutdown = &apiError{Status: fasthttp.StatusBadGateway, Type: typeUpstream, Code: "shutting_down",
+		Message: "The request was cut: gptapi is shutting down."}
+	errLeft = &apiError{Status: 499, Type: "invalid_request_error", Code: "client_closed_request",
+		Message: "The caller closed the connection before its answer was complete."}
+)
+
+// abandon ends a request the watcher cancelled for why: 502 when
+// shutdown cut it, 499 when its caller left (SPEC §1, §4.4). The caller's
+// connection is closed after the answer.
+func (x *exchange) abandon(ctx *fasthttp.RequestCtx, why error) {
+	ctx.SetConnectionClose()
+	if errors.Is(why, errShutdown) {
+		x.fail(ctx, errCutAtShutdown)
+		return
+	}
+	x.fail(ctx, errLeft)
 }
 
 func (x *exchange) addTried(name string, model []byte) {
@@ -166,8 +196,11 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	x.prepare(req, up, model)
 
 	t0 := time.Now()
-	err := up.plain.DoDeadline(req, resp, t0.Add(x.st.cfg.Check.RequestTimeout))
+	err := x.roundTrip(up, req, resp, t0.Add(x.st.cfg.Check.RequestTimeout))
 	x.upWait += time.Since(t0)
+	if why := x.cancelledWith(); why != nil {
+		return &attemptError{msg: up.cfg.Name + ": cancelled", cancelled: why, cause: err}
+	}
 	if err != nil {
 		return upstreamFailure(up, err)
 	}
@@ -204,6 +237,37 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	old := ctx.Response.SwapBody(resp.SwapBody(nil))
 	resp.SwapBody(old[:0])
 	return nil
+}
+
+// roundTrip sends req on a connection of up's plain pool it holds, where
+// the watcher can close it, and reads the whole answer into resp, within
+// max_response_bytes (fasthttp refuses a body over it before reading it,
+// whether its Content-Length says so or its chunks add up to it). A pooled
+// connection the upstream closed while idle fails before any byte of an
+// answer: that request never ran, so it is sent once more on a fresh
+// connection.
+func (x *exchange) roundTrip(up *upstream, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
+	c := &x.conn
+	for attempt := 0; ; attempt++ {
+		err := c.send(up.plainPool, req, deadline)
+		if err == nil {
+			if err = x.hold(c); err == nil {
+				err = resp.ReadLimitBody(c.br, x.st.cfg.Check.MaxResponseBytes)
+				if why := x.unhold(); why != nil {
+					err = why
+				}
+			}
+		}
+		if err == nil {
+			c.finish(!resp.ConnectionClose() && resp.Header.ContentLength() != -2)
+			return nil
+		}
+		retry := attempt == 0 && c.pc.reused && staleConn(err)
+		c.finish(false)
+		if !retry {
+			return err
+		}
+	}
 }
 
 // maxKeptAnswer is the largest answer whose parsed values a pooled

@@ -40,6 +40,16 @@ type exchange struct {
 	upWait time.Duration
 	attrs  []slog.Attr // access log scratch
 	rt     routeScratch
+
+	// conn is the upstream connection a non-stream attempt holds.
+	conn heldConn
+	// The watcher's view of a non-stream request (watch.go), under mu.
+	mu       sync.Mutex
+	watchSeq uint64
+	caller   *callerConn
+	held     *heldConn // the connection waited on now, nil between attempts
+	cancel   error     // why the watcher cancelled the request; nil: it did not
+	waitIdx  int       // index in Server.waiting, owned by it
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}

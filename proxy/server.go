@@ -31,6 +31,7 @@ type Server struct {
 	log     *slog.Logger
 	srv     *fasthttp.Server
 	streams streamSet
+	waiting waitingSet // non-stream requests waiting on an upstream (watch.go)
 	metrics *serverMetrics
 	// draining is set by Shutdown: new requests get Connection: close.
 	draining atomic.Bool
@@ -106,6 +107,9 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.srv.Handler }
 func (s *Server) Serve(ln net.Listener) error {
 	s.ln = &callerListener{Listener: ln, s: s}
 	s.poll.start()
+	stop := make(chan struct{})
+	defer close(stop)
+	go s.waiting.watch(stop)
 	return s.srv.Serve(s.ln)
 }
 
@@ -135,11 +139,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cutting.Store(true)
 	n := s.streams.cutAll()
+	n += s.waiting.check(errShutdown)
 	conns := 0
 	if s.ln != nil {
 		conns = s.ln.cutAll(time.Now().Add(cutGrace))
 	}
-	s.log.Warn("shutdown: cutting what still runs", "streams", n, "connections", conns)
+	s.log.Warn("shutdown: cutting what still runs", "requests", n, "connections", conns)
 	t := time.NewTimer(cutGrace)
 	defer t.Stop()
 	select {

@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// slowUpstream reads one request per connection, then waits up to hold
+// before answering; closed receives when gptapi closed the connection
+// before the answer was due.
+func slowUpstream(t *testing.T, hold time.Duration) (url string, closed <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				// The body is short: the request is in. Wait for the
+				// answer's time, or for gptapi to close.
+				c.SetReadDeadline(time.Now().Add(hold))
+				if _, err := io.Copy(io.Discard, br); err == nil {
+					ch <- struct{}{} // EOF: closed by gptapi
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/v1", ch
+}
+
+func sendChat(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(len(chatBody))+"\r\n\r\n"+chatBody)
+	return conn
+}
+
+// A non-stream caller that leaves while its answer is generated: the
+// upstream request is cancelled (its connection closed) and the record
+// says 499 (SPEC §4.4).
+func TestPlainCallerLeaves(t *testing.T) {
+	up, closed := slowUpstream(t, 5*time.Second)
+	sink := newCaptureSink()
+	_, addr := startProxy(t, testConfig(up), sink)
+	conn := sendChat(t, addr)
+	time.Sleep(200 * time.Millisecond)
+	conn.Close()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the upstream connection was not closed within 2s of the caller leaving")
+	}
+	rec := sink.wait(t)
+	if rec.Status != 499 || rec.LatencyMs > 1500 {
+		t.Fatalf("record status %d latency %d ms error %q", rec.Status, rec.LatencyMs, rec.Error)
+	}
+}
+
+// A non-stream request still waiting when shutdown stops waiting is cut:
+// its record says 502 "gptapi shutting down" and Shutdown does not wait for
+// the upstream (SPEC §1).
+func TestShutdownCutsPlain(t *testing.T) {
+	up, closed := slowUpstream(t, 10*time.Second)
+	sink := newCaptureSink()
+	srv, addr := startProxy(t, testConfig(up), sink)
+	conn := sendChat(t, addr)
+	deadline := time.Now().Add(3 * time.Second)
+	for srv.waiting.count() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Shutdown took %v", took)
+	}
+	<-closed
+	rec := sink.wait(t)
+	if rec.Status != 502 || !strings.Contains(string(rec.Error), "shutting down") {
+		t.Fatalf("record status %d error %q", rec.Status, rec.Error)
+	}
+	if srv.Unfinished() != 0 {
+		t.Fatalf("%d records unfinished", srv.Unfinished())
+	}
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	got, _ := io.ReadAll(conn)
+	if !strings.HasPrefix(string(got), "HTTP/1.1 502") {
+		t.Fatalf("caller got %q", got)
+	}
+}
