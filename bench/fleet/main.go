@@ -62,7 +62,15 @@ func fleetMain() int {
 	gptapi := flag.String("gptapi", "bin/gptapi", "gptapi binary")
 	sim := flag.String("fleetsim", "bin/fleetsim", "fleetsim binary")
 	only := flag.String("only", "", "comma-separated strategy names to run (default: all)")
+	render := flag.String("render", "", "redraw the .md and .svg of a saved fleet-<time>.json beside it, without running")
 	flag.Parse()
+	if *render != "" {
+		if err := rerender(*render); err != nil {
+			fmt.Fprintf(os.Stderr, "fleet: %s\n", err)
+			return 1
+		}
+		return 0
+	}
 
 	var err error
 	if p.Loads, err = floats(*loads); err != nil {

@@ -64,6 +64,23 @@ func (r *report) check(sts []strategy) []string {
 	return out
 }
 
+// rerender rewrites the .md and .svg of a saved report from its .json.
+func rerender(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	stem := strings.TrimSuffix(path, ".json")
+	if err := os.WriteFile(stem+".md", []byte(r.markdown(filepath.Base(stem)+".svg")), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(stem+".svg", []byte(r.svg()), 0o644)
+}
+
 // write puts fleet-<time>.md, .json and .svg in dir.
 func (r *report) write(dir string) ([]string, error) {
 	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
@@ -134,8 +151,8 @@ func (r *report) markdown(svg string) string {
 			}
 			p("%s", row)
 		}
-		p("\n| strategy | load | ok | server TTFT p50 | p90 | p99 | client TTFT p50 | p99 | TPOT p50 | p99 | E2E p50 | p99 | hit share | output tok/s |")
-		p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		p("\n| strategy | load | ok | server TTFT p50 | p90 | p99 | client TTFT p50 | p99 | TPOT p50 | p99 | E2E p50 | p99 | hit share | output tok/s | sender late, max |")
+		p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, l := range r.Plan.Loads {
 			for _, s := range strategiesIn(r) {
 				x := r.find(s, kv, l)
@@ -143,13 +160,14 @@ func (r *report) markdown(svg string) string {
 					continue
 				}
 				m := &x.Summary
-				p("| %s | %gx | %d/%d | %.0f ms | %.0f | %.0f | %.0f ms | %.0f | %.1f ms | %.1f | %.1f s | %.1f | %.1f%% | %.0f |", s, l, m.OK, m.Requests,
+				p("| %s | %gx | %d/%d | %.0f ms | %.0f | %.0f | %.0f ms | %.0f | %.1f ms | %.1f | %.1f s | %.1f | %.1f%% | %.0f | %.0f ms wall |", s, l, m.OK, m.Requests,
 					m.ServerTTFTms.P50, m.ServerTTFTms.P90, m.ServerTTFTms.P99, m.TTFTms.P50, m.TTFTms.P99,
-					m.TPOTms.P50, m.TPOTms.P99, m.E2Ems.P50/1000, m.E2Ems.P99/1000, 100*m.HitShare, m.OutputRate)
+					m.TPOTms.P50, m.TPOTms.P99, m.E2Ems.P50/1000, m.E2Ems.P99/1000, 100*m.HitShare, m.OutputRate, m.LagMaxMs)
 			}
 		}
 	}
 	p("\nServer TTFT: the simulator's own, from the request's arrival at a server to its first token, in simulated time: queueing and prefill exactly as simulated, untouched by wall-clock noise on this machine (which the time compression multiplies). Client TTFT: from the request's intended send time to its first content event as the client saw it, gateway and noise included.")
+	p("\nSender late, max: how late, in wall time, the client sent its latest request (times the speed in simulated time). When it is large, the machine's CPUs were short during that run: arrivals bunched up and client TTFT counts the delay.")
 	p("\nTPOT: first to last content event over the answer's tokens minus one (events carry several tokens). Hit share: `cached_tokens` over `prompt_tokens` as the servers reported them. round robin and precise talk to the servers directly; precise asks every server's cache before each request (bench/loadgen Oracle).")
 	return b.String()
 }
