@@ -13,6 +13,7 @@ export CGO_ENABLED := 1
 -include build/build.mk
 -include bench/bench.mk
 -include fleetdb.mk
+-include bench/fleet.mk
 
 .PHONY: all build mockllm run test test-unit test-e2e vet fmt deps clean
 
@@ -33,9 +34,10 @@ run: build mockllm
 	trap 'kill $$MOCK 2>/dev/null; wait $$MOCK 2>/dev/null' EXIT INT TERM; \
 	bin/gptapi -config $(CONFIG)
 
-## test: unit tests, the end-to-end runner against the real binary, then the
-## arm64 binaries proven under qemu (build/build.mk)
-test: deps vet test-unit test-e2e test-arm64 pg-note
+## test: unit tests, the end-to-end runner against the real binary, the quick
+## fleet routing run (bench/fleet.mk), then the arm64 binaries proven under
+## qemu (build/build.mk)
+test: deps vet test-unit test-e2e bench-fleet-quick test-arm64 pg-note
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
