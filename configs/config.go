@@ -240,7 +240,7 @@ type Routing struct {
 	// overloaded: its load (requests in flight plus queue, over priority)
 	// exceeds the least loaded candidate's by more than BalanceAbs and is
 	// more than BalanceRel times it; the least loaded then goes first.
-	// By default 8 and 1.5.
+	// By default 4 and 1.25.
 	BalanceAbs float64 `koanf:"balance_abs"`
 	BalanceRel float64 `koanf:"balance_rel"`
 }
@@ -250,8 +250,8 @@ const (
 	DefaultBlockBytes = 1024
 	DefaultKeyBytes   = 2048
 	DefaultIndexBytes = 32 << 20
-	DefaultBalanceAbs = 8
-	DefaultBalanceRel = 1.5
+	DefaultBalanceAbs = 4
+	DefaultBalanceRel = 1.25
 )
 
 // Match is a client's model_match.

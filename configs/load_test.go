@@ -384,7 +384,7 @@ func TestDefault(t *testing.T) {
 			Cooldown: 30 * time.Second, MaxFallbackDepth: 3, ModelsTimeout: 5 * time.Second, ModelsCacheTTL: 30 * time.Second,
 			MaxResponseBytes: 64 << 20, MaxConnWait: time.Second},
 		Routing: Routing{Strategy: "weighted", PollInterval: time.Second, BlockBytes: 1024, KeyBytes: 2048,
-			IndexBytes: 32 << 20, BalanceAbs: 8, BalanceRel: 1.5},
+			IndexBytes: 32 << 20, BalanceAbs: 4, BalanceRel: 1.25},
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("Default() = %+v\nwant %+v", d, want)
