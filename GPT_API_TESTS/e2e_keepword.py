@@ -18,7 +18,7 @@ from e2e_mock import Hold, Json, Sse, Trickle, chat_answer, chat_chunks
 
 def groups():
     return [metrics_group, shutdown_group, send_timeout_group, first_byte_group, pool_group,
-            edges_group, models_group, cancel_group]
+            edges_group, models_group, cancel_group, reload_group]
 
 
 def _gw_log(gw):
@@ -539,3 +539,44 @@ def cancel_group(R):
         ensure(rows, "no record of the cut request; log: %s" % gw.log_tail(3))
         eq(rows[0]["status"], 502, "record status")
         ensure("shutting down" in rows[0]["error"], "record error %r" % rows[0]["error"])
+
+
+# ====================================================================== reload
+
+def reload_group(R):
+    mR = R.mock("R")
+
+    @R.check("keepword.reload.level_store_bodies_live_listen_waits")
+    def _():
+        import copy
+        from e2e_mock import free_port
+        gw = R.gateway("kw-reload", {"openai_clients": [client("r", mR, ["m-r"])]})
+        gw.ensure()
+        mR.reset()
+        before = rid("rl-before")
+        expect_status(gw.chat("m-r", headers=hdr(before)), 200)
+        row = gw.row(before)
+        ensure(row["request_body"], "store_bodies true: no request_body stored")
+        ensure(before in _gw_log(gw), "no access log line at level info for %s" % before)
+
+        cfg = copy.deepcopy(gw.cfg)
+        cfg["log"]["level"] = "error"
+        cfg["logsink"]["store_bodies"] = False
+        cfg["logsink"]["flush_interval"] = "60ms"
+        cfg["server"]["listen"] = "127.0.0.1:%d" % free_port()
+        gw.write_config(cfg)
+        wait_until(lambda: "wait for a restart" in _gw_log(gw) or "waits for a restart" in _gw_log(gw),
+                   5, 0.05, "the reload to be applied")
+        log = _gw_log(gw)
+        ensure("server.listen" in log, "the listen change is not logged: %s" % gw.log_tail(4))
+        ensure("logsink.flush_interval" in log, "logsink.flush_interval not named as waiting: %s" % gw.log_tail(4))
+        ensure("logsink.store_bodies" not in log.split("wait for a restart")[-1],
+               "store_bodies named as waiting for a restart")
+
+        after = rid("rl-after")
+        expect_status(gw.chat("m-r", headers=hdr(after)), 200)
+        row = gw.row(after)
+        ensure(row["request_body"] is None and row["response_body"] is None,
+               "store_bodies false after reload: bodies stored %s" % short(row["request_body"]))
+        time.sleep(0.3)
+        ensure(after not in _gw_log(gw), "log.level error after reload, but the access line was logged")

@@ -114,6 +114,10 @@ type Sink struct {
 
 	cachedFn atomic.Pointer[func(upstream []byte, tokens int64)] // route.go
 
+	// Settings a reload changes live (live.go).
+	storeBodies atomic.Bool
+	maxBody     atomic.Int64
+
 	// hurry, once set, sends everything to the spill folder instead of
 	// the database; cancelOps interrupts the write under way.
 	hurry     atomic.Bool
@@ -187,6 +191,8 @@ func Open(o Options) (*Sink, error) {
 		done: make(chan struct{}),
 	}
 	s.opCtx, s.cancelOps = context.WithCancel(context.Background())
+	s.SetStoreBodies(o.StoreBodies)
+	s.SetMaxBodyLogBytes(o.MaxBodyLogBytes)
 	s.w = &writer{
 		s:    s,
 		st:   st,
@@ -396,6 +402,7 @@ func (w *writer) add(r *Record) {
 	if w.n == len(w.rows) {
 		w.rows = append(w.rows, row{})
 	}
+	w.applyLive()
 	w.dv.derive(&w.rows[w.n], r)
 	w.reportCached(&w.rows[w.n])
 	w.n++
@@ -488,6 +495,7 @@ func (w *writer) insert(rows []row) []row {
 			return rows
 		}
 		ctx, cancel := context.WithDeadline(w.s.opCtx, deadline)
+		w.applyLive()
 		err := w.st.insert(ctx, rows)
 		cancel()
 		if err == nil {

@@ -147,6 +147,12 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 		s.reject(ctx, ep, errUnauthorized)
 		return
 	}
+	if n := x.st.cfg.Server.MaxBodyBytes; n > 0 && len(ctx.PostBody()) > n {
+		// fasthttp holds the limit the server started with; a reload
+		// that lowered it is enforced here.
+		s.reject(ctx, ep, errTooLarge)
+		return
+	}
 	if e := x.req.parse(ctx.PostBody(), ep); e != nil {
 		s.reject(ctx, ep, e)
 		return

@@ -83,15 +83,16 @@ func New(cfg *configs.Config, sink RecordSink, log *slog.Logger) (*Server, error
 
 // Apply swaps in a new config (the reload hook). Requests already running
 // finish on the old snapshot; idle connections of removed upstreams close.
+// Everything it reads per request applies at once, server.send_timeout,
+// trusted_proxies and a lower max_body_bytes included; what fasthttp fixed
+// when the server started (listen, read_timeout, idle_timeout, a
+// max_body_bytes above the first) waits for a restart: RestartKeys names
+// them.
 func (s *Server) Apply(cfg *configs.Config) error {
 	prev := s.state.Load()
 	st, err := buildState(cfg, prev, s.metrics)
 	if err != nil {
 		return err
-	}
-	if prev.cfg.Server.MaxBodyBytes != cfg.Server.MaxBodyBytes || prev.cfg.Server.ReadTimeout != cfg.Server.ReadTimeout ||
-		prev.cfg.Server.IdleTimeout != cfg.Server.IdleTimeout {
-		s.log.Warn("server.max_body_bytes, read_timeout and idle_timeout changes take effect after a restart")
 	}
 	s.state.Store(st)
 	prev.retire(st)
@@ -300,3 +301,21 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 
 // Config is the config in force.
 func (s *Server) Config() *configs.Config { return s.state.Load().cfg }
+
+// RestartKeys returns the key paths of the server settings that differ
+// between the config the server started with and next and that only a
+// restart applies (fasthttp fixed them at start).
+func RestartKeys(started, next *configs.Config) []string {
+	a, b := &started.Server, &next.Server
+	var keys []string
+	if a.ReadTimeout != b.ReadTimeout {
+		keys = append(keys, "server.read_timeout")
+	}
+	if a.IdleTimeout != b.IdleTimeout {
+		keys = append(keys, "server.idle_timeout")
+	}
+	if b.MaxBodyBytes > a.MaxBodyBytes {
+		keys = append(keys, "server.max_body_bytes (above its value at start)")
+	}
+	return keys
+}

@@ -76,7 +76,8 @@ func run() int {
 		return exitOK
 	}
 
-	log, logFile, err := newLogger(&cfg.Log)
+	level := new(slog.LevelVar)
+	log, logFile, err := newLogger(&cfg.Log, level)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return exitConfig
@@ -93,10 +94,10 @@ func run() int {
 			}
 		}()
 	}
-	return serve(*path, cfg, log)
+	return serve(*path, cfg, log, level)
 }
 
-func serve(path string, cfg *configs.Config, log *slog.Logger) int {
+func serve(path string, cfg *configs.Config, log *slog.Logger, level *slog.LevelVar) int {
 	sink, err := logsink.Open(logsink.Options{
 		Path:            cfg.Logsink.Path,
 		QueueSize:       cfg.Logsink.QueueSize,
@@ -129,7 +130,8 @@ func serve(path string, cfg *configs.Config, log *slog.Logger) int {
 		return exitListen
 	}
 
-	w := &configs.Watcher{Path: path, Apply: srv.Apply, Result: srv.CountReload, Logger: log}
+	r := &reloader{srv: srv, sink: sink, level: level, log: log, started: cfg}
+	w := &configs.Watcher{Path: path, Apply: r.apply, Result: srv.CountReload, Logger: log}
 	if err := w.Start(); err != nil {
 		log.Warn("config file is not watched; SIGHUP still reloads", "err", err)
 	}
@@ -208,7 +210,9 @@ func shutdown(srv *proxy.Server, sink *logsink.Sink, sig chan os.Signal, log *sl
 	return exitOK
 }
 
-func newLogger(c *configs.Log) (*slog.Logger, *os.File, error) {
+// newLogger builds the logger of c; level holds its level, which a reload
+// changes live.
+func newLogger(c *configs.Log, level *slog.LevelVar) (*slog.Logger, *os.File, error) {
 	var out io.Writer = os.Stderr
 	var f *os.File
 	if c.File != "" {
@@ -219,10 +223,7 @@ func newLogger(c *configs.Log) (*slog.Logger, *os.File, error) {
 		}
 		out = io.MultiWriter(os.Stderr, f)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		level = slog.LevelInfo
-	}
+	level.Set(parseLevel(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(out, opts)), f, nil
