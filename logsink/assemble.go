@@ -59,6 +59,10 @@ func (d *derived) reset() {
 
 // addTool appends one called tool's name to toolNames.
 func (d *derived) addTool(name []byte) {
+	if len(d.toolNames) > maxToolNamesBytes {
+		d.nTools++ // has_tools still holds; the column keeps what fits
+		return
+	}
 	if d.nTools == 0 {
 		d.toolNames = append(d.toolNames[:0], '[')
 	} else {
@@ -67,6 +71,10 @@ func (d *derived) addTool(name []byte) {
 	d.nTools++
 	d.toolNames = appendJSONString(d.toolNames, name)
 }
+
+// maxToolNamesBytes bounds the tool_calls column: an answer with a million
+// tool calls keeps the first names that fit.
+const maxToolNamesBytes = 64 << 10
 
 // toolNamesJSON is the tool_calls column: "[]" when no tool was called.
 func (d *derived) toolNamesJSON() []byte {

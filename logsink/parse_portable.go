@@ -9,8 +9,10 @@ import (
 // fastParser is the portable parser, built everywhere: the only one off
 // amd64 and the fallback on amd64 CPUs without AVX2.
 type fastParser struct {
-	p   fastjson.Parser
-	num []byte // scratch for a number's text
+	p       fastjson.Parser
+	num     []byte   // scratch for a number's text
+	members []Member // an answer's top-level members
+	built   int      // values parsed for the current answer
 }
 
 func (fp *fastParser) name() string { return "fastjson" }
@@ -126,20 +128,30 @@ func fastPartNotText(po *fastjson.Object) bool {
 	return !text
 }
 
+// answer reads only the members it needs, each parsed alone and within
+// its value budget: an answer of 64 MiB of embedding floats costs a scan,
+// not a value per number, and usage is found wherever it is.
 func (fp *fastParser) answer(body []byte, d *derived) {
-	o := fp.object(body)
-	if o == nil {
+	var err error
+	fp.members, err = ScanObject(fp.members[:0], body, maxAnswerMembers)
+	if err != nil {
 		return
 	}
-	o.Visit(func(key []byte, v *fastjson.Value) {
-		switch string(key) {
+	for i := range fp.members {
+		m := &fp.members[i]
+		switch string(m.Key) {
 		case "usage":
-			if uo := v.GetObject(); uo != nil {
-				d.usage = fastUsage(uo)
+			if uo := fp.member(m); uo != nil {
+				if o := uo.GetObject(); o != nil {
+					d.usage = fastUsage(o)
+				}
 			}
 		case "choices":
-			chs := v.GetArray()
-			for _, ch := range chs {
+			v := fp.member(m)
+			if v == nil {
+				continue
+			}
+			for _, ch := range v.GetArray() {
 				cho := ch.GetObject()
 				if cho == nil {
 					continue
@@ -153,7 +165,35 @@ func (fp *fastParser) answer(body []byte, d *derived) {
 				})
 			}
 		}
-	})
+	}
+	if cap(fp.members) > maxKeptMembers {
+		fp.members = nil
+	}
+	if fp.built > maxKeptValues {
+		fp.p = fastjson.Parser{} // let a huge answer's values go
+	}
+	fp.built = 0
+}
+
+// Bounds on the members of one answer the writer looks at.
+const (
+	maxAnswerMembers = 4096
+	maxKeptMembers   = 256
+	maxKeptValues    = 1 << 16
+)
+
+// member parses one member's value, or returns nil when it holds more
+// values than its size allows. The value is valid until the next parse.
+func (fp *fastParser) member(m *Member) *fastjson.Value {
+	if m.Values > ValueBudget(len(m.Val)) {
+		return nil
+	}
+	fp.built += m.Values
+	v, err := fp.p.ParseBytes(m.Val)
+	if err != nil {
+		return nil
+	}
+	return v
 }
 
 func fastMessageTools(mo *fastjson.Object, d *derived) {

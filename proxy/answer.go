@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"github.com/valyala/fastjson"
+
+	"github.com/gptapi/gptapi/logsink"
 )
 
 // rewriteAnswer appends a non-streaming chat or completions answer with the
@@ -11,7 +13,7 @@ import (
 func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, body []byte, prefix string, model []byte) ([]byte, bool) {
 	// An answer is parsed whole; one whose shape would make it cost far
 	// more memory than its size is relayed as it came.
-	if n, err := countValues(body); err != nil || n > valueBudget(len(body)) {
+	if n, err := logsink.CountValues(body); err != nil || n > logsink.ValueBudget(len(body)) {
 		return dst, false
 	}
 	v, err := p.ParseBytes(body)

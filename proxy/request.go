@@ -19,7 +19,7 @@ import (
 // Valid until the handler returns.
 type request struct {
 	endpoint logsink.Endpoint
-	members  []member // top-level members of the body, in order
+	members  []logsink.Member // top-level members of the body, in order
 
 	model       []byte // as the caller asked, unescaped
 	stream      bool
@@ -36,7 +36,7 @@ type request struct {
 	messages    *fastjson.Value
 	callerStops []string // unescaped, views of stopParser's buffer
 	stopSeen    map[string]struct{}
-	soMembers   []member // members of stream_options, when it is an object
+	soMembers   []logsink.Member // members of stream_options, when it is an object
 
 	msgParser, stopParser fastjson.Parser
 	built                 int // values the parsers built for this request
@@ -85,27 +85,11 @@ const (
 	maxKeptValues  = 1 << 16
 )
 
-// Limits on what a request body may make gptapi build (SPEC §3: memory
-// linear in the size, whatever the shape).
-const (
-	// maxMembers bounds the top-level fields of a body, and of its
-	// stream_options; the API has a few dozen.
-	maxMembers = 1024
-	// A member gptapi builds values for (messages, stop) may hold
-	// valueFloor values plus one per valueBytes bytes, and never more than
-	// maxValues: a fastjson value costs ~100 bytes, so a body can make
-	// gptapi hold at most ~12 bytes of values per byte of its own (twice
-	// that while the parser's arrays grow). Real chats hold one value per
-	// 10 to 1000 bytes (a message of empty content is 28 bytes, 3 values).
-	valueFloor = 4096
-	valueBytes = 8
-	maxValues  = 1 << 20
-)
-
-// valueBudget is how many values a member of n bytes may hold.
-func valueBudget(n int) int {
-	return min(valueFloor+n/valueBytes, maxValues)
-}
+// maxMembers bounds the top-level fields of a body, and of its
+// stream_options; the API has a few dozen. The values gptapi builds for a
+// member are bounded by logsink.ValueBudget (SPEC §3: memory linear in the
+// size, whatever the shape).
+const maxMembers = 1024
 
 // newText returns a string of the concatenation of parts, stored in r.text.
 func (r *request) newText(parts ...string) string {
@@ -133,11 +117,11 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 		return badRequest("Request body is empty; expected a JSON object.")
 	}
 	var err error
-	r.members, err = scanObject(r.members[:0], body, maxMembers)
+	r.members, err = logsink.ScanObject(r.members[:0], body, maxMembers)
 	switch {
-	case err == errNotObject:
+	case err == logsink.ErrNotObject:
 		return badRequest("Request body must be a JSON object.")
-	case err == errTooManyMembers:
+	case err == logsink.ErrTooManyMembers:
 		return badRequest("Request body has more than 1024 top-level fields.")
 	case err != nil:
 		return badRequest("Request body is not valid JSON: " + err.Error() + ".")
@@ -146,7 +130,7 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 	var seen [len(rewritten)]bool
 	iPrompt, iInput, iQuery, iDocuments := -1, -1, -1, -1
 	for i := range r.members {
-		k := b2s(r.members[i].key)
+		k := b2s(r.members[i].Key)
 		for j, name := range rewritten {
 			if k == name {
 				if seen[j] {
@@ -161,7 +145,7 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 		case "messages":
 			r.iMessages = i
 		case "stream":
-			if e := r.parseStream(r.members[i].val); e != nil {
+			if e := r.parseStream(r.members[i].Val); e != nil {
 				return e
 			}
 		case "stream_options":
@@ -181,7 +165,7 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 		case "documents":
 			iDocuments = i
 		case "tools", "functions":
-			r.tools = r.tools || nonEmptyArray(r.members[i].val)
+			r.tools = r.tools || nonEmptyArray(r.members[i].Val)
 		}
 	}
 
@@ -192,13 +176,13 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 		return badRequest("Field 'stream' is not supported on this endpoint.")
 	}
 	if r.iStreamOptions >= 0 {
-		if v := r.members[r.iStreamOptions].val; v[0] == '{' {
-			if r.soMembers, err = scanObject(r.soMembers[:0], v, maxMembers); err != nil {
+		if v := r.members[r.iStreamOptions].Val; v[0] == '{' {
+			if r.soMembers, err = logsink.ScanObject(r.soMembers[:0], v, maxMembers); err != nil {
 				return badRequest("Field 'stream_options' has more than 1024 fields.")
 			}
 			for _, m := range r.soMembers {
-				if string(m.key) == "include_usage" {
-					r.callerUsage = string(m.val) == "true"
+				if string(m.Key) == "include_usage" {
+					r.callerUsage = string(m.Val) == "true"
 				}
 			}
 		}
@@ -228,7 +212,7 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 		if absent(r.members, iQuery) {
 			return badRequest("Missing required field 'query'.")
 		}
-		if iDocuments < 0 || r.members[iDocuments].val[0] != '[' {
+		if iDocuments < 0 || r.members[iDocuments].Val[0] != '[' {
 			return badRequest("Missing required field 'documents' (an array).")
 		}
 	}
@@ -236,8 +220,8 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 }
 
 // absent reports whether member i is missing or null.
-func absent(ms []member, i int) bool {
-	return i < 0 || string(ms[i].val) == "null"
+func absent(ms []logsink.Member, i int) bool {
+	return i < 0 || string(ms[i].Val) == "null"
 }
 
 // nonEmptyArray reports whether the JSON value v is an array with an item.
@@ -245,8 +229,8 @@ func nonEmptyArray(v []byte) bool {
 	if len(v) == 0 || v[0] != '[' {
 		return false
 	}
-	i := skipWS(v, 1)
-	return i < len(v) && v[i] != ']'
+	rest := bytes.TrimLeft(v[1:], " \t\r\n")
+	return len(rest) > 0 && rest[0] != ']'
 }
 
 func (r *request) parseStream(v []byte) *apiError {
@@ -264,7 +248,7 @@ func (r *request) parseModel() *apiError {
 	if r.iModel < 0 {
 		return badRequest("Missing required field 'model'.")
 	}
-	v := r.members[r.iModel].val
+	v := r.members[r.iModel].Val
 	if v[0] != '"' {
 		return badRequest("Field 'model' must be a string.")
 	}
@@ -291,7 +275,7 @@ func (r *request) integer(i int, name string) (int64, bool, *apiError) {
 	if absent(r.members, i) {
 		return 0, false, nil
 	}
-	n, err := strconv.ParseInt(b2s(r.members[i].val), 10, 64)
+	n, err := strconv.ParseInt(b2s(r.members[i].Val), 10, 64)
 	if err != nil {
 		return 0, false, badRequest("Field '" + name + "' must be an integer.")
 	}
@@ -301,12 +285,12 @@ func (r *request) integer(i int, name string) (int64, bool, *apiError) {
 // build parses member i with p, within its value budget.
 func (r *request) build(p *fastjson.Parser, i int, name string) (*fastjson.Value, *apiError) {
 	m := &r.members[i]
-	if m.values > valueBudget(len(m.val)) {
-		return nil, badRequest("Field '" + name + "' holds " + strconv.Itoa(m.values) +
-			" JSON values in " + strconv.Itoa(len(m.val)) + " bytes, more than gptapi accepts for its size.")
+	if m.Values > logsink.ValueBudget(len(m.Val)) {
+		return nil, badRequest("Field '" + name + "' holds " + strconv.Itoa(m.Values) +
+			" JSON values in " + strconv.Itoa(len(m.Val)) + " bytes, more than gptapi accepts for its size.")
 	}
-	r.built += m.values
-	v, err := p.ParseBytes(m.val)
+	r.built += m.Values
+	v, err := p.ParseBytes(m.Val)
 	if err != nil {
 		return nil, badRequest("Field '" + name + "' is not valid JSON: " + err.Error())
 	}
@@ -317,7 +301,7 @@ func (r *request) parseMessages() *apiError {
 	if r.iMessages < 0 {
 		return badRequest("Missing required field 'messages'.")
 	}
-	if r.members[r.iMessages].val[0] != '[' {
+	if r.members[r.iMessages].Val[0] != '[' {
 		return badRequest("Field 'messages' must be an array.")
 	}
 	v, e := r.build(&r.msgParser, r.iMessages, "messages")
@@ -346,7 +330,7 @@ func (r *request) parseStop() *apiError {
 	if absent(r.members, r.iStop) {
 		return nil
 	}
-	switch r.members[r.iStop].val[0] {
+	switch r.members[r.iStop].Val[0] {
 	case '"', '[':
 	default:
 		return errStopType()
@@ -384,7 +368,7 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 			dst = append(dst, ',')
 		}
 		dst = append(dst, '"')
-		dst = append(dst, m.key...)
+		dst = append(dst, m.Key...)
 		dst = append(dst, '"', ':')
 		switch i {
 		case r.iModel:
@@ -394,32 +378,32 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 			case !bytes.Equal(model, r.model):
 				dst = sse.AppendJSONString(dst, b2s(model))
 			default:
-				dst = append(dst, m.val...)
+				dst = append(dst, m.Val...)
 			}
 		case r.iMaxTokens:
-			dst = appendClamped(dst, m.val, r.maxTokens, r.hasMaxTokens, c.MaxTokens)
+			dst = appendClamped(dst, m.Val, r.maxTokens, r.hasMaxTokens, c.MaxTokens)
 		case r.iMaxCompletion:
-			dst = appendClamped(dst, m.val, r.maxCompletionTokens, r.hasMaxCompletionTokens, c.MaxTokens)
+			dst = appendClamped(dst, m.Val, r.maxCompletionTokens, r.hasMaxCompletionTokens, c.MaxTokens)
 		case r.iStop:
 			if len(c.Stop) > 0 {
 				dst = r.mergeStops(a, c.Stop).MarshalTo(dst)
 			} else {
-				dst = append(dst, m.val...)
+				dst = append(dst, m.Val...)
 			}
 		case r.iStreamOptions:
 			if r.hidesUsage(c) {
 				dst = r.appendStreamOptions(dst)
 			} else {
-				dst = append(dst, m.val...)
+				dst = append(dst, m.Val...)
 			}
 		case r.iMessages:
 			if r.messages != nil {
 				dst = r.messages.MarshalTo(dst)
 			} else {
-				dst = append(dst, m.val...)
+				dst = append(dst, m.Val...)
 			}
 		default:
-			dst = append(dst, m.val...)
+			dst = append(dst, m.Val...)
 		}
 	}
 	if r.iStop < 0 && len(c.Stop) > 0 {
@@ -438,13 +422,13 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 func (r *request) appendStreamOptions(dst []byte) []byte {
 	dst = append(dst, '{')
 	for _, m := range r.soMembers {
-		if string(m.key) == "include_usage" {
+		if string(m.Key) == "include_usage" {
 			continue
 		}
 		dst = append(dst, '"')
-		dst = append(dst, m.key...)
+		dst = append(dst, m.Key...)
 		dst = append(dst, '"', ':')
-		dst = append(dst, m.val...)
+		dst = append(dst, m.Val...)
 		dst = append(dst, ',')
 	}
 	return append(dst, `"include_usage":true}`...)

@@ -13,8 +13,8 @@ func (r *request) promptMessages() *fastjson.Value { return r.messages }
 // grown scratch is returned for reuse.
 func (r *request) promptMember(name string, dst []byte) (val, scratch []byte) {
 	for i := range r.members {
-		if string(r.members[i].key) == name {
-			return r.members[i].val, dst
+		if string(r.members[i].Key) == name {
+			return r.members[i].Val, dst
 		}
 	}
 	return nil, dst

@@ -1,4 +1,4 @@
-package proxy
+package logsink
 
 import (
 	"bytes"
@@ -6,12 +6,12 @@ import (
 	"strconv"
 )
 
-// member is one top-level member of a request body: raw bytes of the body,
-// valid while the body is.
-type member struct {
-	key    []byte // between the quotes, escapes as sent
-	val    []byte // the whole value as sent
-	values int    // JSON values in val, nested ones included
+// Member is one member of a JSON object: views of the scanned bytes, valid
+// while they are.
+type Member struct {
+	Key    []byte // between the quotes, escapes as sent
+	Val    []byte // the whole value as sent
+	Values int    // JSON values in Val, nested ones included
 }
 
 // maxJSONDepth is the deepest nesting a body may have, as fastjson allows.
@@ -33,7 +33,26 @@ func (e *jsonSyntaxError) Error() string {
 	return "unexpected " + e.what + " at byte " + strconv.Itoa(e.at)
 }
 
-// scanObject checks that b is one JSON object and appends its members to
+// A JSON member gptapi builds values for (a request's messages and stop, an
+// answer's usage and choices) may hold valueFloor values plus one per
+// valueBytes bytes, and never more than maxValues: a fastjson value costs
+// ~100 bytes, so a body can make gptapi hold at most ~12 bytes of values
+// per byte of its own (twice that while the parser's arrays grow). Real
+// chats hold one value per 10 to 1000 bytes (a message of empty content is
+// 28 bytes, 3 values); an array of numbers one per 2 to 20.
+const (
+	valueFloor = 4096
+	valueBytes = 8
+	maxValues  = 1 << 20
+)
+
+// ValueBudget is how many JSON values a member of n bytes may make gptapi
+// build.
+func ValueBudget(n int) int {
+	return min(valueFloor+n/valueBytes, maxValues)
+}
+
+// ScanObject checks that b is one JSON object and appends its members to
 // dst, at most maxMembers of them. It never recurses and allocates nothing but dst's growth, whatever
 // the input's depth or width, so a hostile body costs one linear pass
 // before gptapi decides how much of it to build values for: fastjson's own
@@ -42,16 +61,16 @@ func (e *jsonSyntaxError) Error() string {
 //
 // Like fastjson it checks structure, literals and numbers, and leaves
 // string escapes to whoever unescapes the string.
-func scanObject(dst []member, b []byte, maxMembers int) ([]member, error) {
+func ScanObject(dst []Member, b []byte, maxMembers int) ([]Member, error) {
 	i := skipWS(b, 0)
 	if i >= len(b) {
 		return dst, errJSONEnd
 	}
 	if b[i] != '{' {
-		if _, err := countValues(b); err != nil {
+		if _, err := CountValues(b); err != nil {
 			return dst, err
 		}
-		return dst, errNotObject
+		return dst, ErrNotObject
 	}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
@@ -78,9 +97,9 @@ func scanObject(dst []member, b []byte, maxMembers int) ([]member, error) {
 				return dst, err
 			}
 			if len(dst) == maxMembers {
-				return dst, errTooManyMembers
+				return dst, ErrTooManyMembers
 			}
-			dst = append(dst, member{key: key, val: b[start:end], values: n})
+			dst = append(dst, Member{Key: key, Val: b[start:end], Values: n})
 			if i = skipWS(b, end); i >= len(b) {
 				return dst, errJSONEnd
 			}
@@ -101,13 +120,15 @@ func scanObject(dst []member, b []byte, maxMembers int) ([]member, error) {
 }
 
 var (
-	errNotObject      = errors.New("not an object")
-	errTooManyMembers = errors.New("too many members")
+	// ErrNotObject is ScanObject's error for JSON that is not an object.
+	ErrNotObject = errors.New("logsink: not a JSON object")
+	// ErrTooManyMembers is ScanObject's error past maxMembers members.
+	ErrTooManyMembers = errors.New("logsink: too many members")
 )
 
-// countValues checks that b is one JSON value and returns how many values
+// CountValues checks that b is one JSON value and returns how many values
 // it holds, nested ones included.
-func countValues(b []byte) (int, error) {
+func CountValues(b []byte) (int, error) {
 	i := skipWS(b, 0)
 	end, n, err := skipValue(b, i)
 	if err != nil {
