@@ -276,7 +276,7 @@ def caller_group(R):
         ensure(content.startswith("message number 100000 of the run\n\nmessage number 100001")
                and content.endswith("message number 107999 of the run"),
                "merged content: %s" % short(content))
-        ensure(times[0] < 1000 and times[1] < 250,
+        ensure(times[0] < 2000 and times[1] < 1000,
                "gptapi's own time for the merge: %.1f ms cold, %.1f ms warm" % tuple(times))
         healthy(gw)
         return bounded(gw, 64, "8000 user messages merged") + ", %.1f ms cold, %.1f ms warm" % tuple(times)
@@ -324,7 +324,8 @@ def caller_group(R):
         gw.ensure()
         stops = ["stop-%d" % i for i in range(40000)] + ["stop-7", "<|im_end|>"]
         peak_reset(gw)
-        # A list scan for duplicates took 4.2 s of CPU for 40k stops.
+        # A list scan for duplicates took 4.2 s of CPU for 40k stops; the
+        # bounds leave room for a loaded machine, not for that.
         times = []
         for _ in range(2):
             r = gw.chat("m", stop=stops, timeout=30)
@@ -333,7 +334,7 @@ def caller_group(R):
         sent = mk.last("/chat/completions").json["stop"]
         eq(len(sent), 40001, "stops sent upstream")
         eq(sent[-1], "<|im_end|>", "the client's stop last")
-        ensure(times[0] < 1000 and times[1] < 250,
+        ensure(times[0] < 2000 and times[1] < 1000,
                "gptapi's own time for 40k stops: %.1f ms cold, %.1f ms warm" % tuple(times))
         healthy(gw)
         return bounded(gw, 128, "40k stops") + ", %.1f ms cold, %.1f ms warm" % tuple(times)
