@@ -89,9 +89,12 @@ trap 'exit 130' INT TERM HUP
 
 # The harness and everything it starts form one process group (setsid), so
 # that cleanup can stop them all whatever state they are in.
+# With two CPUs or more, the harness and the load generators run on CPU 0,
+# the mock and the proxies on CPU 1.
 pin=()
 if [ "$(nproc --all)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
 	pin=(taskset -c 0)
+	args+=(-gen-cpus 0 -sut-cpus 1)
 fi
 # Full runs ask for priority (nice -10, as root) so that other work on a
 # shared machine disturbs the measurement less; quick runs time nothing.

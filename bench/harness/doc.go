@@ -1,15 +1,19 @@
 // Command harness is the whole-system benchmark: it starts the mock upstream
 // (bench/mockllm), gptapi and an nginx proxy_pass baseline side by side, drives
 // each of the three targets (direct = the mock itself, gptapi, nginx) with the
-// same loads in the same run, and writes a Markdown table and an SVG chart.
+// same loads in the same run, and writes a Markdown report, its data as JSON
+// and an SVG chart (bench/chart).
 //
-// Loads, per target: non-stream throughput with wrk and hey at a fixed
-// concurrency; streamed throughput (20-chunk streams, closed loop); latency at
-// a fixed arrival rate (open loop, counted from the intended send time);
-// stream TTFT and inter-chunk gaps at a fixed stream rate with paced chunks;
-// and the CPU time each proxy process spends per request, read from
-// /proc/<pid>/stat over each load phase until the process is idle again (so
-// gptapi's background record writing is counted).
+// Loads, per target: non-stream throughput with wrk and hey; streamed
+// throughput (20-chunk streams, closed loop); latency at a fixed arrival rate
+// (open loop, counted from the intended send time); stream TTFT and
+// inter-chunk gaps at a fixed stream rate with paced chunks. Over each load
+// it charges the CPU time of each proxy's process tree, and of the mock's,
+// to the requests answered, waiting until the process is idle again so that
+// gptapi's record writing is counted. The time is the usage_usec of a
+// cgroup v2 per target (the harness makes them and starts each process in
+// its own), or, where cgroup v2 is missing or not writable, utime+stime
+// from /proc/<pid>/stat of the process and its children.
 //
 // Correctness is checked in every mode and never timing: each answer is 200
 // with a valid body, each stream has its 20 content events and one [DONE],

@@ -15,31 +15,30 @@ import (
 
 // plan is how long and how hard each measurement runs.
 type plan struct {
-	quick         bool
-	runs          int
-	phase         time.Duration // each load phase
-	warm          time.Duration // warm-up per target before the phases
-	conns         int           // wrk and hey connections
-	streamWorkers int           // concurrent streams, closed loop
-	rate          float64       // open-loop non-stream requests per second
-	streamRate    float64       // open-loop streams per second, paced chunks
-	chunkDelayMs  int           // the mock's pause between chunks in the paced phase
-	olConns       int           // open-loop connection pool
-	settleWindow  time.Duration // a process is idle when a window passes with ≤1 tick
-	settleLimit   time.Duration
+	Quick         bool
+	Phase         time.Duration // each load phase
+	Warm          time.Duration // warm-up per target before the phases
+	Conns         int           // wrk and hey connections
+	StreamWorkers int           // concurrent streams, closed loop
+	Rate          float64       // open-loop non-stream requests per second
+	StreamRate    float64       // open-loop streams per second, paced chunks
+	ChunkDelayMs  int           // the mock's pause between chunks in the paced phase
+	OLConns       int           // open-loop connection pool
+	// A process is idle again when a window passes with at most 2% CPU.
+	SettleWindow, SettleLimit time.Duration
 }
 
-func fullPlan(runs int) plan {
-	return plan{runs: runs, phase: 10 * time.Second, warm: time.Second, conns: 64, streamWorkers: 32,
-		rate: 1000, streamRate: 200, chunkDelayMs: 5, olConns: 256,
-		settleWindow: 250 * time.Millisecond, settleLimit: 60 * time.Second}
+func fullPlan() plan {
+	return plan{Phase: 10 * time.Second, Warm: time.Second, Conns: 64, StreamWorkers: 32,
+		Rate: 1000, StreamRate: 200, ChunkDelayMs: 5, OLConns: 256,
+		SettleWindow: 250 * time.Millisecond, SettleLimit: 60 * time.Second}
 }
 
 // quickPlan checks the pipeline, not the speed: short phases, low rates.
 func quickPlan() plan {
-	return plan{quick: true, runs: 1, phase: time.Second, warm: 200 * time.Millisecond, conns: 16, streamWorkers: 8,
-		rate: 200, streamRate: 50, chunkDelayMs: 5, olConns: 64,
-		settleWindow: 100 * time.Millisecond, settleLimit: 15 * time.Second}
+	return plan{Quick: true, Phase: time.Second, Warm: 200 * time.Millisecond, Conns: 16, StreamWorkers: 8,
+		Rate: 200, StreamRate: 50, ChunkDelayMs: 5, OLConns: 64,
+		SettleWindow: 100 * time.Millisecond, SettleLimit: 15 * time.Second}
 }
 
 // setup is the machine-dependent part of a run: binaries, tools, pinning.
@@ -61,13 +60,13 @@ func run() int {
 	runs := flag.Int("runs", 1, "repeat the whole run N times; the report gives medians and min–max")
 	out := flag.String("out", "", "results folder (default bench/results, or a temp folder with -quick)")
 	root := flag.String("root", ".", "repository root (for bench/wrk and bin/)")
-	gptapi := flag.String("gptapi", "bin/gptapi", "gptapi binary")
-	mock := flag.String("mockllm", "bin/mockllm", "mock upstream binary")
-	genCPUs := flag.String("gen-cpus", "", "CPUs for the load generators (default: 0 when there are two or more)")
-	sutCPUs := flag.String("sut-cpus", "", "CPUs for the mock and the proxies (default: 1 when there are two or more)")
+	gptapiBin := flag.String("gptapi", "bin/gptapi", "gptapi binary")
+	mockBin := flag.String("mockllm", "bin/mockllm", "mock upstream binary")
+	genCPUs := flag.String("gen-cpus", "", "CPUs for the load generators, as taskset -c takes them (default: unpinned)")
+	sutCPUs := flag.String("sut-cpus", "", "CPUs for the mock and the proxies (default: unpinned)")
 	keep := flag.Bool("keep", false, "keep each run's temp folder (configs, logs, the SQLite file)")
 	skip := flag.String("skip", "", "comma-separated tools to leave out as if missing: nginx, wrk, hey")
-	render := flag.String("render", "", "measure nothing: draw the report and chart again from a saved .json into -out")
+	render := flag.String("render", "", "measure nothing: draw the report and chart of a saved .json again into -out")
 	limit := flag.Duration("limit", 0, "stop everything and exit 124 after this long (0: no limit)")
 	flag.Parse()
 	if *runs < 1 || *runs > 20 {
@@ -81,88 +80,69 @@ func run() int {
 	// own thread while the other P runs the requests.
 	runtime.GOMAXPROCS(2)
 
-	p := fullPlan(*runs)
+	p := fullPlan()
 	if *quick {
 		p = quickPlan()
 	}
-	s, err := newSetup(*root, *gptapi, *mock, *genCPUs, *sutCPUs)
+	s, err := newSetup(*root, *gptapiBin, *mockBin, *skip)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		return 2
 	}
-	s.keep = *keep
-	for _, tool := range strings.Split(*skip, ",") {
-		switch strings.TrimSpace(tool) {
-		case "nginx":
-			s.nginx = ""
-		case "wrk":
-			s.wrk = ""
-		case "hey":
-			s.hey = ""
-		case "":
-		default:
-			fmt.Fprintf(os.Stderr, "harness: -skip: unknown tool %q\n", tool)
-			return 2
-		}
-	}
+	s.genCPUs, s.sutCPUs, s.keep = *genCPUs, *sutCPUs, *keep
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sig
-		fmt.Fprintf(os.Stderr, "harness: %s: stopping every process\n", s)
+	cpuFrom := openCgroups()
+	defer closeCgroups()
+	abort := func(code int, why string) {
+		fmt.Fprintf(os.Stderr, "harness: %s: stopping every process\n", why)
 		stopAll()
 		removeRunDir()
-		os.Exit(130)
-	}()
-	defer stopAll()
-	if *limit > 0 {
-		time.AfterFunc(*limit, func() {
-			fmt.Fprintf(os.Stderr, "harness: time limit %s reached: stopping every process\n", *limit)
-			stopAll()
-			removeRunDir()
-			os.Exit(124)
-		})
+		closeCgroups()
+		os.Exit(code)
 	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() { abort(130, (<-sig).String()) }()
+	if *limit > 0 {
+		time.AfterFunc(*limit, func() { abort(124, "time limit "+limit.String()+" reached") })
+	}
+	defer stopAll()
 
 	outDir := *out
 	if outDir == "" {
-		if p.quick {
+		outDir = filepath.Join(*root, "bench", "results")
+		if p.Quick {
 			if outDir, err = os.MkdirTemp("", "gptapi-bench-quick-"); err != nil {
 				fmt.Fprintln(os.Stderr, "harness:", err)
 				return 2
 			}
-		} else {
-			outDir = filepath.Join(*root, "bench", "results")
 		}
 	}
 
-	started := time.Now().UTC()
-	rep := &report{plan: p, setup: s, started: started, machine: machineFacts(), versions: versions(s)}
-	for i := range p.runs {
-		fmt.Printf("== run %d/%d\n", i+1, p.runs)
+	rep := &report{Plan: p, Started: time.Now().UTC(), GenCPUs: s.genCPUs, SUTCPUs: s.sutCPUs,
+		CPUFrom: cpuFrom, Machine: machine(s)}
+	for i := range *runs {
+		fmt.Printf("== run %d/%d\n", i+1, *runs)
 		rd := runOnce(p, s, i)
-		rep.runs = append(rep.runs, rd)
-		for _, n := range rd.notes {
+		rep.Runs = append(rep.Runs, rd)
+		for _, n := range rd.Notes {
 			if strings.HasPrefix(n, "SKIP") {
 				fmt.Println(n)
 			}
 		}
-		for _, f := range rd.failures {
+		for _, f := range rd.Failures {
 			fmt.Printf("FAIL run %d: %s\n", i+1, f)
 		}
 		stopAll()
 	}
-	rep.elapsed = time.Since(started)
+	rep.Elapsed = time.Since(rep.Started)
 
 	paths, err := rep.write(outDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		return 1
 	}
-	fmt.Println()
-	fmt.Print(rep.table())
-	fmt.Println()
+	fmt.Printf("\n%s\n", rep.table())
 	for _, path := range paths {
 		fmt.Println("wrote", path)
 	}
@@ -174,13 +154,16 @@ func run() int {
 	return 0
 }
 
-func newSetup(root, gptapi, mock, genCPUs, sutCPUs string) (*setup, error) {
-	s := &setup{
-		gptapi:   absPath(root, gptapi),
-		mockllm:  absPath(root, mock),
-		bodyPath: filepath.Join(root, "bench", "wrk", "chat.json"),
-		luaPath:  filepath.Join(root, "bench", "wrk", "chat.lua"),
+func newSetup(root, gptapiBin, mockBin, skip string) (*setup, error) {
+	abs := func(p string) string {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(root, p)
+		}
+		a, _ := filepath.Abs(p)
+		return a
 	}
+	s := &setup{gptapi: abs(gptapiBin), mockllm: abs(mockBin),
+		bodyPath: abs("bench/wrk/chat.json"), luaPath: abs("bench/wrk/chat.lua")}
 	for _, b := range []string{s.gptapi, s.mockllm} {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("missing binary (make build mockllm): %w", err)
@@ -191,61 +174,94 @@ func newSetup(root, gptapi, mock, genCPUs, sutCPUs string) (*setup, error) {
 		return nil, fmt.Errorf("cannot read the chat body: %w", err)
 	}
 	s.body = []byte(strings.TrimSpace(string(body)))
-	s.bodyPath, _ = filepath.Abs(s.bodyPath)
-	s.luaPath, _ = filepath.Abs(s.luaPath)
-	s.nginx = lookTool("nginx", "/usr/sbin/nginx")
-	s.wrk = lookTool("wrk")
-	s.hey = lookTool("hey")
-
-	s.genCPUs, s.sutCPUs = genCPUs, sutCPUs
-	if genCPUs == "" && sutCPUs == "" && onlineCPUs() >= 2 && lookTool("taskset") != "" {
-		s.genCPUs, s.sutCPUs = "0", "1"
+	skipped := map[string]bool{}
+	for _, tool := range strings.Split(skip, ",") {
+		switch tool = strings.TrimSpace(tool); tool {
+		case "nginx", "wrk", "hey":
+			skipped[tool] = true
+		case "":
+		default:
+			return nil, fmt.Errorf("-skip: unknown tool %q", tool)
+		}
 	}
+	look := func(name string, extra ...string) string {
+		if skipped[name] {
+			return ""
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+		for _, e := range extra {
+			if st, err := os.Stat(e); err == nil && !st.IsDir() {
+				return e
+			}
+		}
+		return ""
+	}
+	s.nginx, s.wrk, s.hey = look("nginx", "/usr/sbin/nginx"), look("wrk"), look("hey")
 	return s, nil
 }
 
-func absPath(root, p string) string {
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(root, p)
-	}
-	a, err := filepath.Abs(p)
-	if err != nil {
-		return p
-	}
-	return a
-}
-
-// lookTool finds a command on PATH or at one of the extra paths.
-func lookTool(name string, extra ...string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, e := range extra {
-		if st, err := os.Stat(e); err == nil && !st.IsDir() {
-			return e
+// machine describes the host and the versions of everything measured and
+// measuring, for the report.
+func machine(s *setup) [][2]string {
+	host, _ := os.Hostname()
+	cpu := runtime.GOARCH
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
 		}
 	}
-	return ""
+	facts := [][2]string{{"host", host}, {"CPU", cpu}, {"online CPUs", readTrim("/sys/devices/system/cpu/online")},
+		{"kernel", readTrim("/proc/sys/kernel/osrelease")}, {"go (harness)", runtime.Version()}}
+	version := func(name, bin string, args ...string) {
+		if bin == "" {
+			return
+		}
+		out, _ := exec.Command(bin, args...).CombinedOutput()
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		line, _, _ = strings.Cut(line, " Copyright")
+		if line != "" {
+			facts = append(facts, [2]string{name, line})
+		}
+	}
+	version("gptapi", s.gptapi, "-version")
+	version("nginx", s.nginx, "-v")
+	version("wrk", s.wrk, "-v")
+	if s.hey != "" {
+		version("hey", "dpkg-query", "-W", "-f", "${Version}", "hey")
+	}
+	return facts
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // renderSaved writes the report of a saved run again, e.g. after a change to
 // the report's layout.
 func renderSaved(path, out string) int {
 	r, err := loadReport(path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "harness:", err)
-		return 2
+	if err == nil {
+		if out == "" {
+			out = filepath.Dir(path)
+		}
+		var paths []string
+		paths, err = r.write(out)
+		for _, p := range paths {
+			fmt.Println("wrote", p)
+		}
 	}
-	if out == "" {
-		out = filepath.Dir(path)
-	}
-	paths, err := r.write(out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		return 1
-	}
-	for _, p := range paths {
-		fmt.Println("wrote", p)
 	}
 	return 0
 }

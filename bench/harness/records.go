@@ -53,7 +53,7 @@ func checkRecords(rd *runData, path string, sent *sentThrough) {
 		rd.failf("records: %s", err)
 		return
 	}
-	rd.records = fmt.Sprintf("%d records: %d of %d generator requests (%d streams of %d), wrk %d for %d answered, hey %d for %d answered",
+	rd.Records = fmt.Sprintf("%d records: %d of %d generator requests (%d streams of %d), wrk %d for %d answered, hey %d for %d answered",
 		c.total, c.lg, sent.lg, c.lgStreams, sent.streams, c.wrk, sent.wrk, c.hey, sent.hey)
 	if c.lg != int64(sent.lg) || c.lgDistinct != int64(sent.lg) {
 		rd.failf("records: %d generator records (%d distinct ids), want %d", c.lg, c.lgDistinct, sent.lg)
@@ -64,11 +64,11 @@ func checkRecords(rd *runData, path string, sent *sentThrough) {
 	if c.lgStreams != int64(sent.streams) {
 		rd.failf("records: %d stream records, want %d", c.lgStreams, sent.streams)
 	}
-	if c.wrkOK < sent.wrk || c.wrk > sent.wrk+int64(sent.wrkConns) {
-		rd.failf("records: %d wrk records (%d with 200), want %d..%d", c.wrk, c.wrkOK, sent.wrk, sent.wrk+int64(sent.wrkConns))
+	if c.wrkOK < sent.wrk || c.wrk > sent.wrk+int64(sent.conns) {
+		rd.failf("records: %d wrk records (%d with 200), want %d..%d", c.wrk, c.wrkOK, sent.wrk, sent.wrk+int64(sent.conns))
 	}
-	if c.heyOK < sent.hey || c.hey > sent.hey+int64(sent.heyConns) {
-		rd.failf("records: %d hey records (%d with 200), want %d..%d", c.hey, c.heyOK, sent.hey, sent.hey+int64(sent.heyConns))
+	if c.heyOK < sent.hey || c.hey > sent.hey+int64(sent.conns) {
+		rd.failf("records: %d hey records (%d with 200), want %d..%d", c.hey, c.heyOK, sent.hey, sent.hey+int64(sent.conns))
 	}
 	if other := c.total - c.lg - c.wrk - c.hey; other != 0 {
 		rd.failf("records: %d records from no known sender", other)

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -29,32 +31,31 @@ var targetNames = []string{direct, gptapi, nginx}
 type target struct {
 	name  string
 	addr  string
-	proxy *proc // the proxy process whose CPU is charged; nil for direct
-	kids  bool  // charge the proxy's children too (nginx workers)
+	proxy *proc // the proxy whose CPU is charged; nil for direct
 }
 
 // runData is what one run measured and found wrong.
 type runData struct {
-	figures  map[string]map[string]float64 // target → metric key → value
-	notes    []string
-	failures []string
-	records  string // what the record check found
-	load     [2]string
+	Figures  map[string]map[string]float64 // target → metric key → value
+	Notes    []string
+	Failures []string
+	Records  string    // what the record check found
+	Load     [2]string // 1-minute load average at start and end
 }
 
 func (rd *runData) set(t, key string, v float64) {
-	if rd.figures[t] == nil {
-		rd.figures[t] = map[string]float64{}
+	if rd.Figures[t] == nil {
+		rd.Figures[t] = map[string]float64{}
 	}
-	rd.figures[t][key] = v
+	rd.Figures[t][key] = v
 }
 
 func (rd *runData) failf(format string, args ...any) {
-	rd.failures = append(rd.failures, fmt.Sprintf(format, args...))
+	rd.Failures = append(rd.Failures, fmt.Sprintf(format, args...))
 }
 
 func (rd *runData) notef(format string, args ...any) {
-	rd.notes = append(rd.notes, fmt.Sprintf(format, args...))
+	rd.Notes = append(rd.Notes, fmt.Sprintf(format, args...))
 }
 
 // sentThrough counts what the load generators sent through gptapi, to be
@@ -64,43 +65,41 @@ type sentThrough struct {
 	lgOK     int   // of which answered 200 and valid
 	streams  int   // of which streams
 	wrk, hey int64 // completed as counted by the tool
-	wrkConns int   // requests a tool may have left open when it stopped
-	heyConns int
+	conns    int   // requests wrk or hey may have left open when it stopped
 }
 
-// runDirs holds the folder of the run in progress, for removal when the
-// harness is stopped by a signal or its time limit.
-var runDirs atomic.Value
+// runDir is the folder of the run in progress, removed when the harness is
+// stopped by a signal or its time limit.
+var runDir atomic.Value
 
-// removeRunDir removes the folder of the run in progress, if any.
 func removeRunDir() {
-	if d, _ := runDirs.Load().(string); d != "" {
+	if d, _ := runDir.Load().(string); d != "" {
 		os.RemoveAll(d)
 	}
 }
 
 // runOnce starts the three targets, measures them and stops them.
 func runOnce(p plan, s *setup, idx int) *runData {
-	rd := &runData{figures: map[string]map[string]float64{}}
-	rd.load[0] = loadAvg()
+	rd := &runData{Figures: map[string]map[string]float64{}}
+	rd.Load[0] = loadAvg()
 	dir, err := os.MkdirTemp("", "gptapi-bench-run-")
 	if err != nil {
 		rd.failf("cannot make a temp folder: %s", err)
 		return rd
 	}
 	if !s.keep {
-		runDirs.Store(dir)
+		runDir.Store(dir)
 	}
 	defer func() {
-		runDirs.Store("")
-		if s.keep || len(rd.failures) > 0 {
+		runDir.Store("")
+		if s.keep || len(rd.Failures) > 0 {
 			rd.notef("run folder kept: %s", dir)
 			return
 		}
 		os.RemoveAll(dir)
 	}()
 
-	targets, mock, gp, err := startTargets(p, s, dir, rd)
+	targets, mock, gp, err := startTargets(s, dir, rd)
 	if err != nil {
 		rd.failf("%s", err)
 		return rd
@@ -110,16 +109,7 @@ func runOnce(p plan, s *setup, idx int) *runData {
 	for i := range targets {
 		order[i] = targets[(i+idx)%len(targets)]
 	}
-
-	var sent sentThrough
-	sent.wrkConns, sent.heyConns = p.conns, p.conns
-	sut := []*proc{mock}
-	for _, t := range targets {
-		if t.proxy != nil {
-			sut = append(sut, t.proxy)
-		}
-	}
-	m := &measurer{p: p, s: s, rd: rd, mock: mock, sent: &sent, noise: newNoiseProbe(s, sut)}
+	m := &measurer{p: p, s: s, rd: rd, mock: mock, sent: &sentThrough{conns: p.Conns}}
 	for _, t := range order {
 		m.warm(t)
 	}
@@ -128,7 +118,7 @@ func runOnce(p plan, s *setup, idx int) *runData {
 			phase(t)
 		}
 	}
-	rd.load[1] = loadAvg()
+	rd.Load[1] = loadAvg()
 
 	// gptapi flushes every record on SIGTERM; then its file must hold one
 	// per request sent through it.
@@ -139,48 +129,42 @@ func runOnce(p plan, s *setup, idx int) *runData {
 		rd.failf("gptapi exited with %v after SIGTERM: %s", gp.err, gp.logTail())
 	}
 	rd.notef("gptapi stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	checkRecords(rd, filepath.Join(dir, "gptapi.db"), &sent)
+	checkRecords(rd, filepath.Join(dir, "gptapi.db"), m.sent)
 	return rd
 }
 
 // startTargets starts the mock, gptapi and nginx (when installed) and waits
 // until each answers.
-func startTargets(p plan, s *setup, dir string, rd *runData) ([]*target, *proc, *proc, error) {
-	ports := make([]int, 3)
+func startTargets(s *setup, dir string, rd *runData) (targets []*target, mock, gp *proc, err error) {
+	var ports [3]int
 	for i := range ports {
-		port, err := freePort()
-		if err != nil {
+		if ports[i], err = freePort(); err != nil {
 			return nil, nil, nil, fmt.Errorf("cannot find a free port: %w", err)
 		}
-		ports[i] = port
 	}
-	mockPort, gpPort, ngPort := ports[0], ports[1], ports[2]
+	// launch starts a process listening on port and waits until it answers.
+	launch := func(name string, port int, env []string, bin string, args ...string) (*proc, string, error) {
+		p, err := startProc(name, s.sutCPUs, env, filepath.Join(dir, name+".log"), bin, args...)
+		if err != nil {
+			return nil, "", err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		return p, addr, waitHealthy(p, addr, "/health")
+	}
 	one := []string{"GOMAXPROCS=1"}
-
-	mock, err := startProc("mockllm", s.sutCPUs, one, filepath.Join(dir, "mockllm.log"), s.mockllm,
-		"-listen", fmt.Sprintf("127.0.0.1:%d", mockPort), "-quiet")
+	mock, mockAddr, err := launch("mockllm", ports[0], one, s.mockllm, "-listen", fmt.Sprintf("127.0.0.1:%d", ports[0]), "-quiet")
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	mockAddr := fmt.Sprintf("127.0.0.1:%d", mockPort)
-	if err := waitHealthy(mock, mockAddr, "/health"); err != nil {
-		return nil, nil, nil, err
-	}
-
 	cfg := filepath.Join(dir, "gptapi.yaml")
-	if err := os.WriteFile(cfg, []byte(gptapiConfig(gpPort, mockPort, dir)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(gptapiConfig(ports[1], ports[0], dir)), 0o644); err != nil {
 		return nil, nil, nil, err
 	}
-	gp, err := startProc("gptapi", s.sutCPUs, one, filepath.Join(dir, "gptapi.log"), s.gptapi, "-config", cfg)
+	gp, gpAddr, err := launch(gptapi, ports[1], one, s.gptapi, "-config", cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	gpAddr := fmt.Sprintf("127.0.0.1:%d", gpPort)
-	if err := waitHealthy(gp, gpAddr, "/health"); err != nil {
-		return nil, nil, nil, err
-	}
-	targets := []*target{{name: direct, addr: mockAddr}, {name: gptapi, addr: gpAddr, proxy: gp}}
-
+	targets = []*target{{name: direct, addr: mockAddr}, {name: gptapi, addr: gpAddr, proxy: gp}}
 	if s.nginx == "" {
 		rd.notef("SKIP nginx: not installed (or -skip)")
 		return targets, mock, gp, nil
@@ -188,65 +172,47 @@ func startTargets(p plan, s *setup, dir string, rd *runData) ([]*target, *proc, 
 	for _, t := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		_ = os.MkdirAll(filepath.Join(dir, t+"_temp"), 0o755)
 	}
-	ncfg := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(ncfg, []byte(nginxConfig(ngPort, mockPort, dir)), 0o644); err != nil {
+	cfg = filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cfg, []byte(nginxConfig(ports[2], ports[0], dir)), 0o644); err != nil {
 		return nil, nil, nil, err
 	}
-	ng, err := startProc("nginx", s.sutCPUs, nil, filepath.Join(dir, "nginx.log"), s.nginx,
-		"-p", dir, "-c", ncfg, "-e", filepath.Join(dir, "error.log"))
+	ng, ngAddr, err := launch(nginx, ports[2], nil, s.nginx, "-p", dir, "-c", cfg, "-e", filepath.Join(dir, "error.log"))
 	if err != nil {
 		rd.notef("SKIP nginx: %s", err)
+		if ng != nil {
+			ng.stop(syscall.SIGTERM, 3*time.Second)
+		}
 		return targets, mock, gp, nil
 	}
-	ngAddr := fmt.Sprintf("127.0.0.1:%d", ngPort)
-	if err := waitHealthy(ng, ngAddr, "/health"); err != nil {
-		rd.notef("SKIP nginx: %s", err)
-		ng.stop(syscall.SIGTERM, 3*time.Second)
-		return targets, mock, gp, nil
-	}
-	targets = append(targets, &target{name: nginx, addr: ngAddr, proxy: ng, kids: true})
-	return targets, mock, gp, nil
+	return append(targets, &target{name: nginx, addr: ngAddr, proxy: ng}), mock, gp, nil
 }
 
 // waitHealthy polls GET path on addr until 200, for up to 15s.
 func waitHealthy(p *proc, addr, path string) error {
 	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if p.exited() {
 			return fmt.Errorf("%s exited at start (%v): %s", p.name, p.err, p.logTail())
 		}
-		resp, err := c.Get("http://" + addr + path)
-		if err == nil {
+		if resp, err := c.Get("http://" + addr + path); err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s did not answer GET %s within 15s: %s", p.name, path, p.logTail())
 }
 
 // measurer runs the load phases of one run.
 type measurer struct {
-	p     plan
-	s     *setup
-	rd    *runData
-	mock  *proc
-	sent  *sentThrough
-	seq   uint64
-	noise *noiseProbe
-}
-
-// bodies derived from the one chat body.
-func (m *measurer) streamBody() []byte {
-	return withFields(m.s.body, `"stream":true`)
-}
-
-func (m *measurer) pacedBody() []byte {
-	return withFields(m.s.body, `"stream":true,"mock":{"chunk_delay":`+strconv.Itoa(m.p.chunkDelayMs)+`}`)
+	p    plan
+	s    *setup
+	rd   *runData
+	mock *proc
+	sent *sentThrough
+	seq  uint64
 }
 
 // withFields puts fields first in the JSON object body.
@@ -255,107 +221,104 @@ func withFields(body []byte, fields string) []byte {
 	return []byte("{" + fields + "," + string(rest))
 }
 
-func (m *measurer) request(t *target, body []byte, stream bool) loadgen.Request {
-	r := loadgen.Request{Addr: t.addr, Path: "/v1/chat/completions", Body: body, Stream: stream,
-		IDPrefix: "lg-", Strict: m.p.quick}
-	if stream {
-		r.WantContent = 20
-	}
-	return r
+// genLoad is one load of the Go generator.
+type genLoad struct {
+	phase         string
+	stream, paced bool    // streams; paced: with the mock's chunk delay
+	rate          float64 // open loop at rate; 0: closed loop of workers
+	workers       int
+	d             time.Duration
+	cpuKey        string // where CPU per request goes; "" for none
 }
 
-// account checks a generator result and remembers what went through gptapi.
-func (m *measurer) account(t *target, phase string, res *loadgen.Result, stream bool) {
+// generate runs the Go generator against t, checks and counts its result
+// and stores the CPU per request.
+func (m *measurer) generate(t *target, l genLoad) loadgen.Result {
+	body := m.s.body
+	if l.stream {
+		body = withFields(body, `"stream":true`)
+	}
+	if l.paced {
+		body = withFields(body, `"mock":{"chunk_delay":`+strconv.Itoa(m.p.ChunkDelayMs)+`}`)
+	}
+	req := loadgen.Request{Addr: t.addr, Path: "/v1/chat/completions", Body: body, Stream: l.stream,
+		IDPrefix: "lg-", Strict: m.p.Quick}
+	if l.stream {
+		req.WantContent = 20
+	}
+	m.seq += 1 << 32 // ids of different loads never meet
+	var res loadgen.Result
+	var err error
+	ps, ms, n := m.cpu(t, func() int64 {
+		if l.rate > 0 {
+			res, err = loadgen.OpenLoop(req, l.rate, l.d, m.p.OLConns, m.seq)
+		} else {
+			res, err = loadgen.ClosedLoop(req, l.workers, l.d, m.seq)
+		}
+		return int64(res.OK)
+	})
+	if err != nil {
+		m.rd.failf("%s %s: %s", t.name, l.phase, err)
+	}
 	if res.Sent == 0 {
-		m.rd.failf("%s %s: nothing was sent", t.name, phase)
+		m.rd.failf("%s %s: nothing was sent", t.name, l.phase)
 	}
 	if res.Failed > 0 {
-		m.rd.failf("%s %s: %d of %d requests failed: %v", t.name, phase, res.Failed, res.Sent, res.Errors)
+		m.rd.failf("%s %s: %d of %d requests failed: %v", t.name, l.phase, res.Failed, res.Sent, res.Errors)
 	}
 	if t.name == gptapi {
 		m.sent.lg += res.Sent
 		m.sent.lgOK += res.OK
-		if stream {
+		if l.stream {
 			m.sent.streams += res.Sent
 		}
 	}
+	if l.cpuKey != "" {
+		m.perRequest(t, l.cpuKey, ps, ms, n)
+	}
+	return res
 }
 
-func (m *measurer) nextSeq(n int) uint64 {
-	s := m.seq
-	m.seq += uint64(n) + 1
-	return s
-}
-
-// warm opens connections and wakes every path before anything is timed.
+// warm opens connections and wakes every path before anything is timed;
+// gptapi writes the warm-up records before the first phase starts.
 func (m *measurer) warm(t *target) {
-	for _, stream := range []bool{false, true} {
-		body := m.s.body
-		if stream {
-			body = m.streamBody()
-		}
-		res, err := loadgen.ClosedLoop(m.request(t, body, stream), 8, m.p.warm, m.nextSeq(1<<20))
-		if err != nil {
-			m.rd.failf("%s warm-up: %s", t.name, err)
-			continue
-		}
-		m.account(t, "warm-up", &res, stream)
-	}
-	m.cpu(t, "", func() int64 { return 0 }) // let gptapi write the warm-up records
+	m.generate(t, genLoad{phase: "warm-up", workers: 8, d: m.p.Warm})
+	m.generate(t, genLoad{phase: "warm-up streams", stream: true, workers: 8, d: m.p.Warm})
 }
 
-// cpu runs load, waits until the proxy (and the mock) are idle again, and
-// returns the CPU seconds each spent; load returns how many requests it got
-// answered. It records the other processes' share of both cores as the
-// phase's noise.
-func (m *measurer) cpu(t *target, phase string, load func() int64) (proxySec, mockSec float64, n int64) {
-	m.noise.start()
-	defer func() {
-		gen, sut := m.noise.stop()
-		if phase == "" {
-			return
-		}
-		if gen >= 0 {
-			m.rd.set(t.name, "noise_gen_"+phase, 100*gen)
-		}
-		if sut >= 0 {
-			m.rd.set(t.name, "noise_sut_"+phase, 100*sut)
-		}
-	}()
-	var p0 cpuSample
+// cpu runs load, waits until the proxy and the mock are idle again, and
+// returns the CPU time each spent; load returns how many requests it got
+// answered. Waiting charges gptapi's record writing to the requests that
+// caused it.
+func (m *measurer) cpu(t *target, load func() int64) (proxy, mock time.Duration, n int64) {
+	var p0 time.Duration
 	if t.proxy != nil {
-		p0, _ = cpuOf(t.proxy.pid(), t.kids)
+		p0, _ = t.proxy.cpu()
 	}
-	m0, _ := cpuOf(m.mock.pid(), false)
+	m0, _ := m.mock.cpu()
 	n = load()
 	if t.proxy != nil {
-		p1, ok := settle(t.proxy, t.kids, m.p.settleWindow, m.p.settleLimit)
+		p1, ok := m.settle(t.proxy)
 		if !ok {
-			m.rd.notef("%s was still busy %s after a phase", t.name, m.p.settleLimit)
+			m.rd.notef("%s was still busy %s after a phase", t.name, m.p.SettleLimit)
 		}
-		proxySec = p1.since(p0).Seconds()
+		proxy = p1 - p0
 	}
-	m1, _ := settle(m.mock, false, m.p.settleWindow, m.p.settleLimit)
-	mockSec = m1.since(m0).Seconds()
-	return proxySec, mockSec, n
+	m1, _ := m.settle(m.mock)
+	return proxy, m1 - m0, n
 }
 
 // settle waits until p spends at most 2% of a window on CPU, for up to
-// limit, and returns its CPU time then. gptapi keeps writing records after
-// the load stops, and that work belongs to the requests just served.
-func settle(p *proc, kids bool, window, limit time.Duration) (cpuSample, bool) {
-	deadline := time.Now().Add(limit)
-	last, err := cpuOf(p.pid(), kids)
-	if err != nil {
-		return last, false
-	}
-	for time.Now().Before(deadline) {
-		time.Sleep(window)
-		now, err := cpuOf(p.pid(), kids)
+// SettleLimit, and returns its CPU time then.
+func (m *measurer) settle(p *proc) (time.Duration, bool) {
+	last, err := p.cpu()
+	for deadline := time.Now().Add(m.p.SettleLimit); err == nil && time.Now().Before(deadline); {
+		time.Sleep(m.p.SettleWindow)
+		now, err := p.cpu()
 		if err != nil {
-			return last, false
+			break
 		}
-		if now.since(last) <= window/50 {
+		if now-last <= m.p.SettleWindow/50 {
 			return now, true
 		}
 		last = now
@@ -364,14 +327,31 @@ func settle(p *proc, kids bool, window, limit time.Duration) (cpuSample, bool) {
 }
 
 // perRequest stores CPU µs per request for the proxy and the mock.
-func (m *measurer) perRequest(t *target, key string, proxySec, mockSec float64, n int64) {
+func (m *measurer) perRequest(t *target, key string, proxy, mock time.Duration, n int64) {
 	if n <= 0 {
 		return
 	}
 	if t.proxy != nil {
-		m.rd.set(t.name, key, proxySec*1e6/float64(n))
+		m.rd.set(t.name, key, us(proxy)/float64(n))
 	}
-	m.rd.set(t.name, "mock_"+key, mockSec*1e6/float64(n))
+	m.rd.set(t.name, "mock_"+key, us(mock)/float64(n))
+}
+
+// tool runs wrk or hey against t for a phase, pinned with the generators.
+func (m *measurer) tool(t *target, env []string, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.p.Phase+30*time.Second)
+	defer cancel()
+	argv := append([]string{bin}, args...)
+	if m.s.genCPUs != "" {
+		argv = append([]string{"taskset", "-c", m.s.genCPUs}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(cmd.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s failed: %w: %.500s", filepath.Base(bin), err, out)
+	}
+	return string(out), nil
 }
 
 func (m *measurer) wrkPhase(t *target) {
@@ -380,19 +360,14 @@ func (m *measurer) wrkPhase(t *target) {
 		return
 	}
 	var res wrkResult
-	ps, ms, n := m.cpu(t, "wrk", func() int64 {
-		ctx, cancel := context.WithTimeout(context.Background(), m.p.phase+30*time.Second)
-		defer cancel()
-		out, err := runTool(ctx, m.s.genCPUs, []string{"BENCH_BODY=" + m.s.bodyPath}, m.s.wrk,
-			"-t1", "-c"+strconv.Itoa(m.p.conns), "-d"+durationArg(m.p.phase), "--latency",
-			"-s", m.s.luaPath, "http://"+t.addr+"/v1/chat/completions")
+	ps, ms, n := m.cpu(t, func() int64 {
+		out, err := m.tool(t, []string{"BENCH_BODY=" + m.s.bodyPath}, m.s.wrk, "-t1", "-c"+strconv.Itoa(m.p.Conns),
+			"-d"+durationArg(m.p.Phase), "--latency", "-s", m.s.luaPath, "http://"+t.addr+"/v1/chat/completions")
+		if err == nil {
+			res, err = parseWrk(out)
+		}
 		if err != nil {
 			m.rd.failf("%s wrk: %s", t.name, err)
-			return 0
-		}
-		if res, err = parseWrk(out); err != nil {
-			m.rd.failf("%s wrk: %s", t.name, err)
-			return 0
 		}
 		return res.Requests
 	})
@@ -418,25 +393,19 @@ func (m *measurer) heyPhase(t *target) {
 		return
 	}
 	var res heyResult
-	var ok bool
-	m.cpu(t, "hey", func() int64 {
-		ctx, cancel := context.WithTimeout(context.Background(), m.p.phase+30*time.Second)
-		defer cancel()
-		out, err := runTool(ctx, m.s.genCPUs, nil, m.s.hey, "-z", durationArg(m.p.phase), "-c", strconv.Itoa(m.p.conns),
+	m.cpu(t, func() int64 {
+		out, err := m.tool(t, nil, m.s.hey, "-z", durationArg(m.p.Phase), "-c", strconv.Itoa(m.p.Conns),
 			"-m", "POST", "-D", m.s.bodyPath, "-T", "application/json", "-H", "X-Request-Id: hey",
 			"http://"+t.addr+"/v1/chat/completions")
+		if err == nil {
+			res, err = parseHey(out)
+		}
 		if err != nil {
 			m.rd.failf("%s hey: %s", t.name, err)
-			return 0
 		}
-		if res, err = parseHey(out); err != nil {
-			m.rd.failf("%s hey: %s", t.name, err)
-			return 0
-		}
-		ok = true
-		return res.Total()
+		return 0
 	})
-	if !ok {
+	if res.Status == nil {
 		return
 	}
 	for code, n := range res.Status {
@@ -446,7 +415,7 @@ func (m *measurer) heyPhase(t *target) {
 	}
 	// hey stops at its deadline with requests in flight and counts them as
 	// errors; more errors than connections is a real failure.
-	if res.Errors > int64(m.p.conns) {
+	if res.Errors > int64(m.p.Conns) {
 		m.rd.failf("%s hey: %d requests got no answer", t.name, res.Errors)
 	}
 	if t.name == gptapi {
@@ -457,61 +426,35 @@ func (m *measurer) heyPhase(t *target) {
 }
 
 func (m *measurer) streamPhase(t *target) {
-	var res loadgen.Result
-	ps, ms, n := m.cpu(t, "stream", func() int64 {
-		var err error
-		res, err = loadgen.ClosedLoop(m.request(t, m.streamBody(), true), m.p.streamWorkers, m.p.phase, m.nextSeq(1<<24))
-		if err != nil {
-			m.rd.failf("%s streams: %s", t.name, err)
-		}
-		return int64(res.OK)
-	})
-	m.account(t, "streams", &res, true)
+	res := m.generate(t, genLoad{phase: "streams", stream: true, workers: m.p.StreamWorkers, d: m.p.Phase, cpuKey: "cpu_stream"})
 	m.progress(t, "streams", "%.0f streams/s, %d failed", res.Rate(), res.Failed)
-	m.rd.set(t.name, "stream_rps", res.Rate())
-	m.rd.set(t.name, "stream_cps", float64(res.Contents)/res.Elapsed.Seconds())
-	m.perRequest(t, "cpu_stream", ps, ms, n)
+	if res.Elapsed > 0 {
+		m.rd.set(t.name, "stream_rps", res.Rate())
+		m.rd.set(t.name, "stream_cps", float64(res.Contents)/res.Elapsed.Seconds())
+	}
 }
 
 func (m *measurer) openLoopPhase(t *target) {
-	var res loadgen.Result
-	ps, ms, n := m.cpu(t, "ol", func() int64 {
-		var err error
-		res, err = loadgen.OpenLoop(m.request(t, m.s.body, false), m.p.rate, m.p.phase, m.p.olConns, m.nextSeq(1<<24))
-		if err != nil {
-			m.rd.failf("%s open loop: %s", t.name, err)
-		}
-		return int64(res.OK)
-	})
-	m.account(t, "open loop", &res, false)
+	res := m.generate(t, genLoad{phase: "open loop", rate: m.p.Rate, d: m.p.Phase, cpuKey: "cpu_ol"})
+	q := func(d []time.Duration, q float64) time.Duration { return loadgen.Quantile(d, q) }
 	m.progress(t, "open loop", "p50 %s p99 %s, generator lateness p99 %s, %d failed",
-		loadgen.Quantile(res.Latency, 0.5), loadgen.Quantile(res.Latency, 0.99), loadgen.Quantile(res.Lag, 0.99), res.Failed)
-	m.rd.set(t.name, "ol_p50", us(loadgen.Quantile(res.Latency, 0.5)))
-	m.rd.set(t.name, "ol_p99", us(loadgen.Quantile(res.Latency, 0.99)))
-	m.rd.set(t.name, "ol_p999", us(loadgen.Quantile(res.Latency, 0.999)))
-	m.rd.set(t.name, "ol_lag_p99", us(loadgen.Quantile(res.Lag, 0.99)))
+		q(res.Latency, 0.5), q(res.Latency, 0.99), q(res.Lag, 0.99), res.Failed)
+	m.rd.set(t.name, "ol_p50", us(q(res.Latency, 0.5)))
+	m.rd.set(t.name, "ol_p99", us(q(res.Latency, 0.99)))
+	m.rd.set(t.name, "ol_p999", us(q(res.Latency, 0.999)))
+	m.rd.set(t.name, "ol_lag_p99", us(q(res.Lag, 0.99)))
 	m.rd.set(t.name, "ol_inflight", float64(res.MaxInFlight))
-	m.perRequest(t, "cpu_ol", ps, ms, n)
 }
 
 func (m *measurer) pacedStreamPhase(t *target) {
-	var res loadgen.Result
-	ps, ms, n := m.cpu(t, "paced", func() int64 {
-		var err error
-		res, err = loadgen.OpenLoop(m.request(t, m.pacedBody(), true), m.p.streamRate, m.p.phase, m.p.olConns, m.nextSeq(1<<24))
-		if err != nil {
-			m.rd.failf("%s paced streams: %s", t.name, err)
-		}
-		return int64(res.OK)
-	})
-	m.account(t, "paced streams", &res, true)
-	m.progress(t, "paced streams", "TTFT p50 %s p99 %s, %d failed", loadgen.Quantile(res.TTFT, 0.5), loadgen.Quantile(res.TTFT, 0.99), res.Failed)
-	m.rd.set(t.name, "ttft_p50", us(loadgen.Quantile(res.TTFT, 0.5)))
-	m.rd.set(t.name, "ttft_p99", us(loadgen.Quantile(res.TTFT, 0.99)))
-	m.rd.set(t.name, "gap_p50", us(loadgen.Quantile(res.Gaps, 0.5)))
-	m.rd.set(t.name, "gap_p99", us(loadgen.Quantile(res.Gaps, 0.99)))
-	m.rd.set(t.name, "gap_max", us(loadgen.Quantile(res.Gaps, 1)))
-	m.perRequest(t, "cpu_paced", ps, ms, n)
+	res := m.generate(t, genLoad{phase: "paced streams", stream: true, paced: true, rate: m.p.StreamRate, d: m.p.Phase, cpuKey: "cpu_paced"})
+	q := func(d []time.Duration, q float64) time.Duration { return loadgen.Quantile(d, q) }
+	m.progress(t, "paced streams", "TTFT p50 %s p99 %s, %d failed", q(res.TTFT, 0.5), q(res.TTFT, 0.99), res.Failed)
+	m.rd.set(t.name, "ttft_p50", us(q(res.TTFT, 0.5)))
+	m.rd.set(t.name, "ttft_p99", us(q(res.TTFT, 0.99)))
+	m.rd.set(t.name, "gap_p50", us(q(res.Gaps, 0.5)))
+	m.rd.set(t.name, "gap_p99", us(q(res.Gaps, 0.99)))
+	m.rd.set(t.name, "gap_max", us(q(res.Gaps, 1)))
 }
 
 // progress prints one line per phase, so a long run shows where it is.
@@ -520,12 +463,9 @@ func (m *measurer) progress(t *target, phase, format string, args ...any) {
 }
 
 func (m *measurer) skipOnce(note string) {
-	for _, n := range m.rd.notes {
-		if n == note {
-			return
-		}
+	if !slices.Contains(m.rd.Notes, note) {
+		m.rd.Notes = append(m.rd.Notes, note)
 	}
-	m.rd.notes = append(m.rd.notes, note)
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
@@ -536,4 +476,13 @@ func durationArg(d time.Duration) string {
 		return strconv.Itoa(int(d/time.Second)) + "s"
 	}
 	return strconv.Itoa(int(d/time.Millisecond)) + "ms"
+}
+
+// loadAvg is the 1-minute load average, a hint of what else ran.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := bytes.Fields(b); len(f) > 0 {
+		return string(f[0])
+	}
+	return "?"
 }

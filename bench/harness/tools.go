@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -134,30 +132,4 @@ func parseHey(out string) (heyResult, error) {
 		}
 	}
 	return r, nil
-}
-
-// runTool runs a load tool pinned to cpus (if set) and returns its output;
-// ctx bounds it.
-func runTool(ctx context.Context, cpus string, env []string, name string, args ...string) (string, error) {
-	argv := append([]string{name}, args...)
-	if cpus != "" {
-		argv = append([]string{"taskset", "-c", cpus}, argv...)
-	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(cmd.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s failed: %w: %.500s", name, err, out)
-	}
-	return string(out), nil
-}
-
-// toolVersion is the first line a command prints, "" if it cannot run.
-func toolVersion(name string, args ...string) string {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil && len(out) == 0 {
-		return ""
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimSpace(line)
 }
