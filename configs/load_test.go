@@ -444,7 +444,7 @@ func TestErrorsAs(t *testing.T) {
 	if !errors.As(err, &pes) || len(*pes) != 2 {
 		t.Fatalf("errors.As(*Errors) on %v", err)
 	}
-	var fe *FieldError = es[1]
+	fe := es[1]
 	if fe.Path != "serve" || fe.Msg != "unknown key" || fe.Error() != "serve: unknown key" {
 		t.Errorf("FieldError = %+v, Error() %q", fe, fe.Error())
 	}

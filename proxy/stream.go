@@ -51,7 +51,6 @@ var (
 	errCallerGone     = errors.New("the caller closed the connection")
 	errCallerStalled  = errors.New("the caller took no bytes of its answer for server.send_timeout")
 	errShutdown       = errors.New("gptapi is shutting down")
-	errRetrying       = errors.New("proxy: failing over")
 	errAnswerTooLarge = errors.New("proxy: answer larger than check_config.max_response_bytes")
 )
 

@@ -63,7 +63,7 @@ func TestHealthSuccessResetsCount(t *testing.T) {
 	h.Fail(t0, 3, time.Minute)
 	h.Succeed()
 	// the failures are no longer consecutive: two more stay below 3
-	if h.Fail(t0, 3, time.Minute) || h.Fail(t0, 3, time.Minute) {
+	if first, second := h.Fail(t0, 3, time.Minute), h.Fail(t0, 3, time.Minute); first || second {
 		t.Fatalf("cooling although a success broke the run of failures")
 	}
 	if !h.Fail(t0, 3, time.Minute) {

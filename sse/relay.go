@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// errNotStarted is returned by WriteTo and Read when Start was not called.
 // ErrUpstreamError is ReadErr when the upstream ended its stream with its
 // own error event (relayed to the caller as it came) and no [DONE].
 var ErrUpstreamError = errors.New("sse: the upstream ended the stream with an error event")
 
+// errNotStarted is returned by WriteTo and Read when Start was not called.
 var errNotStarted = errors.New("sse: relay used before Start")
 
 // MaxPreambleBytes bounds what an upstream may send before its first data
