@@ -8,7 +8,7 @@
 #                             correctness only; results in a temp folder
 #   bench/run.sh -keep        keep each run's folder (configs, logs, SQLite)
 #
-# Builds bin/gptapi and bin/mockllm, installs nginx, wrk and hey from Debian
+# Builds bin/gptapi and bin/mockllm, installs nginx and wrk from Debian
 # when missing (as root), then runs bench/harness pinned to CPU 0. Every
 # process it starts is stopped on exit, on Ctrl-C and on failure.
 set -euo pipefail
@@ -60,7 +60,6 @@ need() {
 }
 need nginx nginx-light nginx
 need wrk wrk
-need hey hey
 need taskset util-linux
 
 "$MAKE" -s build mockllm GO="$GO"

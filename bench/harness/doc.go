@@ -4,7 +4,7 @@
 // same loads in the same run, and writes a Markdown report, its data as JSON
 // and an SVG chart (bench/chart).
 //
-// Loads, per target: non-stream throughput with wrk and hey; streamed
+// Loads, per target: non-stream throughput with wrk; streamed
 // throughput (20-chunk streams, closed loop); latency at a fixed arrival rate
 // (open loop, counted from the intended send time); stream TTFT and
 // inter-chunk gaps at a fixed stream rate with paced chunks. Over each load

@@ -18,7 +18,7 @@ type plan struct {
 	Quick         bool
 	Phase         time.Duration // each load phase
 	Warm          time.Duration // warm-up per target before the phases
-	Conns         int           // wrk and hey connections
+	Conns         int           // wrk connections
 	StreamWorkers int           // concurrent streams, closed loop
 	Rate          float64       // open-loop non-stream requests per second
 	StreamRate    float64       // open-loop streams per second, paced chunks
@@ -44,7 +44,7 @@ func quickPlan() plan {
 // setup is the machine-dependent part of a run: binaries, tools, pinning.
 type setup struct {
 	gptapi, mockllm string // binaries
-	nginx, wrk, hey string // "" when missing
+	nginx, wrk      string // "" when missing
 	body            []byte // the chat body, from bench/wrk/chat.json
 	bodyPath        string
 	luaPath         string
@@ -65,7 +65,7 @@ func run() int {
 	genCPUs := flag.String("gen-cpus", "", "CPUs for the load generators, as taskset -c takes them (default: unpinned)")
 	sutCPUs := flag.String("sut-cpus", "", "CPUs for the mock and the proxies (default: unpinned)")
 	keep := flag.Bool("keep", false, "keep each run's temp folder (configs, logs, the SQLite file)")
-	skip := flag.String("skip", "", "comma-separated tools to leave out as if missing: nginx, wrk, hey")
+	skip := flag.String("skip", "", "comma-separated tools to leave out as if missing: nginx, wrk")
 	render := flag.String("render", "", "measure nothing: draw the report and chart of a saved .json again into -out")
 	limit := flag.Duration("limit", 0, "stop everything and exit 124 after this long (0: no limit)")
 	flag.Parse()
@@ -177,7 +177,7 @@ func newSetup(root, gptapiBin, mockBin, skip string) (*setup, error) {
 	skipped := map[string]bool{}
 	for _, tool := range strings.Split(skip, ",") {
 		switch tool = strings.TrimSpace(tool); tool {
-		case "nginx", "wrk", "hey":
+		case "nginx", "wrk":
 			skipped[tool] = true
 		case "":
 		default:
@@ -198,7 +198,7 @@ func newSetup(root, gptapiBin, mockBin, skip string) (*setup, error) {
 		}
 		return ""
 	}
-	s.nginx, s.wrk, s.hey = look("nginx", "/usr/sbin/nginx"), look("wrk"), look("hey")
+	s.nginx, s.wrk = look("nginx", "/usr/sbin/nginx"), look("wrk")
 	return s, nil
 }
 
@@ -231,9 +231,6 @@ func machine(s *setup) [][2]string {
 	version("gptapi", s.gptapi, "-version")
 	version("nginx", s.nginx, "-v")
 	version("wrk", s.wrk, "-v")
-	if s.hey != "" {
-		version("hey", "dpkg-query", "-W", "-f", "${Version}", "hey")
-	}
 	return facts
 }
 

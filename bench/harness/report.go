@@ -41,9 +41,8 @@ type section struct {
 func (r *report) sections() []section {
 	p := r.Plan
 	return []section{
-		{fmt.Sprintf("Throughput (closed loop, %d connections; hey and the stream generator often saturate their own core first)", p.Conns), []metric{
-			{key: "wrk_rps", label: "non-stream, wrk", unit: "req/s"},
-			{key: "hey_rps", label: "non-stream, hey", unit: "req/s"},
+		{"Throughput (closed loop; the stream generator often saturates its own core first)", []metric{
+			{key: "wrk_rps", label: fmt.Sprintf("non-stream, wrk, %d connections", p.Conns), unit: "req/s"},
 			{key: "stream_rps", label: fmt.Sprintf("20-chunk streams, %d concurrent", p.StreamWorkers), unit: "streams/s"},
 			{key: "stream_cps", label: "20-chunk streams, content chunks", unit: "chunks/s"},
 			{key: "wrk_p50", label: "non-stream, wrk p50 at saturation (queueing)", unit: "µs"},
@@ -220,15 +219,15 @@ func (r *report) markdown(svgName string) string {
 	pl := r.Plan
 	pin := "not pinned"
 	if r.GenCPUs != "" || r.SUTCPUs != "" {
-		pin = fmt.Sprintf("load generators (wrk, hey, the Go generator) on CPU %s; the mock upstream and both proxies on CPU %s (taskset)", r.GenCPUs, r.SUTCPUs)
+		pin = fmt.Sprintf("load generators (wrk, the Go generator) on CPU %s; the mock upstream and both proxies on CPU %s (taskset)", r.GenCPUs, r.SUTCPUs)
 	}
 	p("## Setup\n")
 	p("- Pinning: %s. Each proxy shares its core with the upstream it forwards to, as on a single-core box; the direct target is the mock alone on that core.", pin)
 	p("- gptapi: GOMAXPROCS=1, one client pointing at the mock, records ON with bodies (SQLite in a temp folder, default queue/batch/flush), log level warn, every other key at its default.")
 	p("- nginx: `worker_processes 1`, upstream `keepalive 256`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, `proxy_buffering off`, `access_log off`, `keepalive_requests 1000000` on both sides.")
 	p("- mockllm: GOMAXPROCS=1, 20 one-word chunks per stream, no delays except in the paced-stream phase (`\"mock\":{\"chunk_delay\":…}` in the body, which both proxies pass through).")
-	p("- Phases per target, %s each, targets interleaved phase by phase, order rotated per run: wrk `-t1 -c%d`; hey `-c %d`; Go generator closed loop, %d concurrent streams; open loop %.0f req/s over up to %d connections; open loop %.0f streams/s with %d ms chunks. Warm-up %s per target first.",
-		pl.Phase, pl.Conns, pl.Conns, pl.StreamWorkers, pl.Rate, pl.OLConns, pl.StreamRate, pl.ChunkDelayMs, pl.Warm)
+	p("- Phases per target, %s each, targets interleaved phase by phase, order rotated per run: wrk `-t1 -c%d`; Go generator closed loop, %d concurrent streams; open loop %.0f req/s over up to %d connections; open loop %.0f streams/s with %d ms chunks. Warm-up %s per target first.",
+		pl.Phase, pl.Conns, pl.StreamWorkers, pl.Rate, pl.OLConns, pl.StreamRate, pl.ChunkDelayMs, pl.Warm)
 	p("- Body: `bench/wrk/chat.json` (a system and a user message, `max_tokens` 64); streams add `\"stream\":true`.")
 	p("- CPU per request: the CPU time of the proxy's process tree (nginx: master + worker; gptapi: every thread, the SQLite writer's included) from the start of a phase until it is idle again, divided by the requests answered. Read from %s.", r.CPUFrom)
 	p("- The Go generator paces with nanosleep on its own thread and counts latency from the intended send time; its own lateness is reported.\n")

@@ -61,11 +61,11 @@ func (rd *runData) notef(format string, args ...any) {
 // sentThrough counts what the load generators sent through gptapi, to be
 // found again in its records.
 type sentThrough struct {
-	lg       int   // Go generator requests (X-Request-Id lg-…)
-	lgOK     int   // of which answered 200 and valid
-	streams  int   // of which streams
-	wrk, hey int64 // completed as counted by the tool
-	conns    int   // requests wrk or hey may have left open when it stopped
+	lg      int   // Go generator requests (X-Request-Id lg-…)
+	lgOK    int   // of which answered 200 and valid
+	streams int   // of which streams
+	wrk     int64 // completed as counted by wrk
+	conns   int   // requests wrk may have left open when it stopped
 }
 
 // runDir is the folder of the run in progress, removed when the harness is
@@ -113,7 +113,7 @@ func runOnce(p plan, s *setup, idx int) *runData {
 	for _, t := range order {
 		m.warm(t)
 	}
-	for _, phase := range []func(*target){m.wrkPhase, m.heyPhase, m.streamPhase, m.openLoopPhase, m.pacedStreamPhase} {
+	for _, phase := range []func(*target){m.wrkPhase, m.streamPhase, m.openLoopPhase, m.pacedStreamPhase} {
 		for _, t := range order {
 			phase(t)
 		}
@@ -337,8 +337,8 @@ func (m *measurer) perRequest(t *target, key string, proxy, mock time.Duration, 
 	m.rd.set(t.name, "mock_"+key, us(mock)/float64(n))
 }
 
-// tool runs wrk or hey against t for a phase, pinned with the generators.
-func (m *measurer) tool(t *target, env []string, bin string, args ...string) (string, error) {
+// tool runs a load tool for a phase, pinned with the generators.
+func (m *measurer) tool(env []string, bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.p.Phase+30*time.Second)
 	defer cancel()
 	argv := append([]string{bin}, args...)
@@ -361,7 +361,7 @@ func (m *measurer) wrkPhase(t *target) {
 	}
 	var res wrkResult
 	ps, ms, n := m.cpu(t, func() int64 {
-		out, err := m.tool(t, []string{"BENCH_BODY=" + m.s.bodyPath}, m.s.wrk, "-t1", "-c"+strconv.Itoa(m.p.Conns),
+		out, err := m.tool([]string{"BENCH_BODY=" + m.s.bodyPath}, m.s.wrk, "-t1", "-c"+strconv.Itoa(m.p.Conns),
 			"-d"+durationArg(m.p.Phase), "--latency", "-s", m.s.luaPath, "http://"+t.addr+"/v1/chat/completions")
 		if err == nil {
 			res, err = parseWrk(out)
@@ -387,44 +387,6 @@ func (m *measurer) wrkPhase(t *target) {
 	m.perRequest(t, "cpu_wrk", ps, ms, n)
 }
 
-func (m *measurer) heyPhase(t *target) {
-	if m.s.hey == "" {
-		m.skipOnce("SKIP hey: not installed (or -skip)")
-		return
-	}
-	var res heyResult
-	m.cpu(t, func() int64 {
-		out, err := m.tool(t, nil, m.s.hey, "-z", durationArg(m.p.Phase), "-c", strconv.Itoa(m.p.Conns),
-			"-m", "POST", "-D", m.s.bodyPath, "-T", "application/json", "-H", "X-Request-Id: hey",
-			"http://"+t.addr+"/v1/chat/completions")
-		if err == nil {
-			res, err = parseHey(out)
-		}
-		if err != nil {
-			m.rd.failf("%s hey: %s", t.name, err)
-		}
-		return 0
-	})
-	if res.Status == nil {
-		return
-	}
-	for code, n := range res.Status {
-		if code != 200 {
-			m.rd.failf("%s hey: %d answers with status %d", t.name, n, code)
-		}
-	}
-	// hey stops at its deadline with requests in flight and counts them as
-	// errors; more errors than connections is a real failure.
-	if res.Errors > int64(m.p.Conns) {
-		m.rd.failf("%s hey: %d requests got no answer", t.name, res.Errors)
-	}
-	if t.name == gptapi {
-		m.sent.hey += res.Status[200]
-	}
-	m.progress(t, "hey", "%.0f req/s", res.RPS)
-	m.rd.set(t.name, "hey_rps", res.RPS)
-}
-
 func (m *measurer) streamPhase(t *target) {
 	res := m.generate(t, genLoad{phase: "streams", stream: true, workers: m.p.StreamWorkers, d: m.p.Phase, cpuKey: "cpu_stream"})
 	m.progress(t, "streams", "%.0f streams/s, %d failed", res.Rate(), res.Failed)
@@ -443,7 +405,6 @@ func (m *measurer) openLoopPhase(t *target) {
 	m.rd.set(t.name, "ol_p99", us(q(res.Latency, 0.99)))
 	m.rd.set(t.name, "ol_p999", us(q(res.Latency, 0.999)))
 	m.rd.set(t.name, "ol_lag_p99", us(q(res.Lag, 0.99)))
-	m.rd.set(t.name, "ol_inflight", float64(res.MaxInFlight))
 }
 
 func (m *measurer) pacedStreamPhase(t *target) {
@@ -454,7 +415,6 @@ func (m *measurer) pacedStreamPhase(t *target) {
 	m.rd.set(t.name, "ttft_p99", us(q(res.TTFT, 0.99)))
 	m.rd.set(t.name, "gap_p50", us(q(res.Gaps, 0.5)))
 	m.rd.set(t.name, "gap_p99", us(q(res.Gaps, 0.99)))
-	m.rd.set(t.name, "gap_max", us(q(res.Gaps, 1)))
 }
 
 // progress prints one line per phase, so a long run shows where it is.
@@ -470,7 +430,7 @@ func (m *measurer) skipOnce(note string) {
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// durationArg formats d for wrk and hey ("10s", "500ms").
+// durationArg formats d for wrk ("10s", "500ms").
 func durationArg(d time.Duration) string {
 	if d%time.Second == 0 {
 		return strconv.Itoa(int(d/time.Second)) + "s"
