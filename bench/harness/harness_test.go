@@ -110,7 +110,7 @@ func TestProcCPU(t *testing.T) {
 	for _, mode := range []string{"cgroup", "proc"} {
 		t.Run(mode, func(t *testing.T) {
 			if mode == "cgroup" {
-				if how := openCgroups(); cgroupDir == "" {
+				if how := openCgroups(true); cgroupDir == "" {
 					t.Skip(how)
 				}
 				defer closeCgroups()

@@ -67,6 +67,7 @@ func run() int {
 	keep := flag.Bool("keep", false, "keep each run's temp folder (configs, logs, the SQLite file)")
 	skip := flag.String("skip", "", "comma-separated tools to leave out as if missing: nginx, wrk")
 	render := flag.String("render", "", "measure nothing: draw the report and chart of a saved .json again into -out")
+	useCgroup := flag.Bool("cgroup", true, "read CPU time from a cgroup v2 per target (false: from /proc/<pid>/stat)")
 	limit := flag.Duration("limit", 0, "stop everything and exit 124 after this long (0: no limit)")
 	flag.Parse()
 	if *runs < 1 || *runs > 20 {
@@ -91,7 +92,7 @@ func run() int {
 	}
 	s.genCPUs, s.sutCPUs, s.keep = *genCPUs, *sutCPUs, *keep
 
-	cpuFrom := openCgroups()
+	cpuFrom := openCgroups(*useCgroup)
 	defer closeCgroups()
 	abort := func(code int, why string) {
 		fmt.Fprintf(os.Stderr, "harness: %s: stopping every process\n", why)

@@ -39,9 +39,12 @@ var cgroupDir string
 // openCgroups makes the harness's cgroup folder under the cgroup v2 mount
 // and checks that a child can be started in it, and says where CPU time
 // will be read from.
-func openCgroups() string {
+func openCgroups(use bool) string {
 	const fallback = "/proc/<pid>/stat utime+stime of the process (every thread, exited ones too) and, for nginx, of its workers; 10 ms ticks"
 	mnt := cgroup2Mount()
+	if !use {
+		return fallback + " (-cgroup=false)"
+	}
 	if mnt == "" {
 		return fallback + " (no cgroup v2 mount)"
 	}
