@@ -264,3 +264,8 @@ func (sb *streamBody) errorEvent(dst []byte, err error) []byte {
 	}
 	return appendSSEError(dst, streamError(err))
 }
+
+// fasthttp finds WriteTo through BodyWriterTo at run time; without it,
+// it would copy the stream through Read instead of letting the relay write
+// whole events.
+var _ fasthttp.BodyWriterTo = (*streamBody)(nil)
