@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"path/filepath"
-	"strings"
 )
 
 // gptapiConfig is gptapi's config for the benchmark: one client on the mock,
@@ -31,40 +30,39 @@ openai_clients:
 // worker, a keep-alive upstream pool of 256, HTTP/1.1 upstream, no response
 // buffering (so SSE flows through) and no access log. keepalive_requests is
 // raised on both sides because gptapi does not recycle connections either.
-// Every path nginx writes is under dir.
-func nginxConfig(listenPort, mockPort int, dir string) string {
-	var b strings.Builder
-	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	p("# nginx baseline written by bench/harness for one benchmark run.")
-	p("worker_processes 1;")
-	p("daemon off;")
-	p("master_process on;")
-	p("pid %s;", filepath.Join(dir, "nginx.pid"))
-	p("error_log %s warn;", filepath.Join(dir, "error.log"))
-	p("events {")
-	p("    worker_connections 8192;")
-	p("}")
-	p("http {")
-	p("    access_log off;")
-	for _, t := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		p("    %s_temp_path %s;", t, filepath.Join(dir, t+"_temp"))
-	}
-	p("    keepalive_requests 1000000;")
-	p("    keepalive_timeout 120s;")
-	p("    upstream mock {")
-	p("        server 127.0.0.1:%d;", mockPort)
-	p("        keepalive 256;")
-	p("        keepalive_requests 1000000;")
-	p("    }")
-	p("    server {")
-	p("        listen 127.0.0.1:%d backlog=4096;", listenPort)
-	p("        location / {")
-	p("            proxy_pass http://mock;")
-	p("            proxy_http_version 1.1;")
-	p(`            proxy_set_header Connection "";`)
-	p("            proxy_buffering off;")
-	p("        }")
-	p("    }")
-	p("}")
-	return b.String()
+// Every path is relative to the prefix nginx is started with (-p).
+func nginxConfig(listenPort, mockPort int) string {
+	return fmt.Sprintf(`# nginx baseline written by the benchmark harness for one run.
+worker_processes 1;
+daemon off;
+pid nginx.pid;
+error_log error.log warn;
+events {
+    worker_connections 8192;
+}
+http {
+    access_log off;
+    client_body_temp_path client_body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    upstream mock {
+        server 127.0.0.1:%d;
+        keepalive 256;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:%d backlog=4096;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+`, mockPort, listenPort)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -169,14 +170,11 @@ func startTargets(s *setup, dir string, rd *runData) (targets []*target, mock, g
 		rd.notef("SKIP nginx: not installed (or -skip)")
 		return targets, mock, gp, nil
 	}
-	for _, t := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		_ = os.MkdirAll(filepath.Join(dir, t+"_temp"), 0o755)
-	}
 	cfg = filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(cfg, []byte(nginxConfig(ports[2], ports[0], dir)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(nginxConfig(ports[2], ports[0])), 0o644); err != nil {
 		return nil, nil, nil, err
 	}
-	ng, ngAddr, err := launch(nginx, ports[2], nil, s.nginx, "-p", dir, "-c", cfg, "-e", filepath.Join(dir, "error.log"))
+	ng, ngAddr, err := launch(nginx, ports[2], nil, s.nginx, "-p", dir+"/", "-c", cfg, "-e", filepath.Join(dir, "error.log"))
 	if err != nil {
 		rd.notef("SKIP nginx: %s", err)
 		if ng != nil {
@@ -289,41 +287,48 @@ func (m *measurer) warm(t *target) {
 // cpu runs load, waits until the proxy and the mock are idle again, and
 // returns the CPU time each spent; load returns how many requests it got
 // answered. Waiting charges gptapi's record writing to the requests that
-// caused it.
+// caused it. A CPU time that cannot be read is a failure, and n is 0 then.
 func (m *measurer) cpu(t *target, load func() int64) (proxy, mock time.Duration, n int64) {
-	var p0 time.Duration
+	ps := []*proc{m.mock}
 	if t.proxy != nil {
-		p0, _ = t.proxy.cpu()
+		ps = append(ps, t.proxy)
 	}
-	m0, _ := m.mock.cpu()
+	var before, spent [2]time.Duration
+	var errs [4]error
+	for i, p := range ps {
+		before[i], errs[i] = p.cpu()
+	}
 	n = load()
-	if t.proxy != nil {
-		p1, ok := m.settle(t.proxy)
-		if !ok {
-			m.rd.notef("%s was still busy %s after a phase", t.name, m.p.SettleLimit)
-		}
-		proxy = p1 - p0
+	for i, p := range slices.Backward(ps) {
+		var after time.Duration
+		after, errs[2+i] = m.settle(p)
+		spent[i] = after - before[i]
 	}
-	m1, _ := m.settle(m.mock)
-	return proxy, m1 - m0, n
+	if err := errors.Join(errs[:]...); err != nil {
+		m.rd.failf("%s: cannot read CPU time: %s", t.name, err)
+		return 0, 0, 0
+	}
+	return spent[1], spent[0], n
 }
 
 // settle waits until p spends at most 2% of a window on CPU, for up to
 // SettleLimit, and returns its CPU time then.
-func (m *measurer) settle(p *proc) (time.Duration, bool) {
+func (m *measurer) settle(p *proc) (time.Duration, error) {
 	last, err := p.cpu()
-	for deadline := time.Now().Add(m.p.SettleLimit); err == nil && time.Now().Before(deadline); {
-		time.Sleep(m.p.SettleWindow)
-		now, err := p.cpu()
-		if err != nil {
-			break
+	deadline := time.Now().Add(m.p.SettleLimit)
+	for err == nil {
+		if time.Now().After(deadline) {
+			m.rd.notef("%s was still busy %s after a phase", p.name, m.p.SettleLimit)
+			return last, nil
 		}
-		if now-last <= m.p.SettleWindow/50 {
-			return now, true
+		time.Sleep(m.p.SettleWindow)
+		var now time.Duration
+		if now, err = p.cpu(); err == nil && now-last <= m.p.SettleWindow/50 {
+			return now, nil
 		}
 		last = now
 	}
-	return last, false
+	return last, err
 }
 
 // perRequest stores CPU µs per request for the proxy and the mock.
