@@ -41,10 +41,10 @@ var cgroupDir string
 // will be read from.
 func openCgroups(use bool) string {
 	const fallback = "/proc/<pid>/stat utime+stime of the process (every thread, exited ones too) and, for nginx, of its workers; 10 ms ticks"
-	mnt := cgroup2Mount()
 	if !use {
 		return fallback + " (-cgroup=false)"
 	}
+	mnt := cgroup2Mount()
 	if mnt == "" {
 		return fallback + " (no cgroup v2 mount)"
 	}
@@ -59,7 +59,7 @@ func openCgroups(use bool) string {
 		return fallback + " (cannot start a process in a cgroup: " + err.Error() + ")"
 	}
 	<-probe.done
-	return "cgroup v2: usage_usec of cpu.stat of one cgroup per target process tree (" + dir + "/<target>), every thread and child process, exited ones too"
+	return "cgroup v2: usage_usec of cpu.stat of one cgroup per target process tree (" + dir + "/<process>), every thread and child process, exited ones too"
 }
 
 // cgroup2Mount is where cgroup v2 is mounted: /sys/fs/cgroup on a unified
