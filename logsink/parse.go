@@ -8,7 +8,6 @@ import "bytes"
 // the same bytes. A parser is used by one goroutine and reuses its memory
 // from record to record.
 type parser interface {
-	name() string
 	// request sets d.hasTools and d.multimodal from a request body.
 	request(body []byte, d *derived)
 	// answer sets d.usage and adds the called tools to d from a

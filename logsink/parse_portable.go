@@ -15,8 +15,6 @@ type fastParser struct {
 	built   int      // values parsed for the current answer
 }
 
-func (fp *fastParser) name() string { return "fastjson" }
-
 // fastjson's typed accessors (Object, Array, StringBytes, Int64) build an
 // error with fmt.Errorf on a type mismatch, and null is everywhere in chunks
 // ("usage": null, "content": null, "finish_reason": null): the parser checks

@@ -11,7 +11,6 @@ import (
 )
 
 func init() {
-	parsers["simdjson"] = func() parser { return newSIMDParser() }
 	parsers["simdjson+fastjson"] = func() parser { return &mixedParser{simdParser: newSIMDParser()} }
 	if simdjson.SupportedCPU() {
 		defaultParser = "simdjson+fastjson"
@@ -19,22 +18,20 @@ func init() {
 }
 
 // mixedParser is the writer's parser where simdjson-go runs: simdjson for a
-// stream's chunks, parsed together, where it wins (7 vs 9.6 us for
-// openai-chat-usage, 31 vs 74 us for the DeepSeek stream), and fastjson for
-// single request and answer bodies, where it wins (1.7 vs 3.7 us for a 6 KB
-// answer and its request: it never decodes the long content string).
-// BenchmarkDerive measures each.
+// stream's chunks, where one ParseND over all of them beats a parse per
+// chunk, and fastjson for single request and answer bodies, where it is the
+// faster one because it never decodes the long content string.
+// BenchmarkDerive measures both on each input.
 type mixedParser struct {
 	*simdParser
 	fast fastParser
 }
 
-func (mp *mixedParser) name() string                    { return "simdjson+fastjson" }
 func (mp *mixedParser) request(body []byte, d *derived) { mp.fast.request(body, d) }
 func (mp *mixedParser) answer(body []byte, d *derived)  { mp.fast.answer(body, d) }
 
-// simdParser is the parser on amd64 CPUs with AVX2 and CLMUL. A stream's
-// chunks are parsed in one ParseND call.
+// simdParser parses a stream's chunks in one ParseND call, on amd64 CPUs
+// with AVX2 and CLMUL.
 type simdParser struct {
 	// arm is a ParsedJson that still links to simdjson-go's internal
 	// buffers. ParseND returns one with that link cleared, so the result
@@ -51,8 +48,6 @@ func newSIMDParser() *simdParser {
 	}
 	return sp
 }
-
-func (sp *simdParser) name() string { return "simdjson" }
 
 var noCopy = simdjson.WithCopyStrings(false)
 
@@ -77,8 +72,8 @@ func (sp *simdParser) parse(b []byte, nd bool) *simdjson.ParsedJson {
 
 // tape reads a ParsedJson's tape directly. simdjson-go's Iter and Object
 // copy the whole ParsedJson header at every step and make the walk's values
-// escape; reading the tape words took a recorded stream's derive from 12.6
-// to 7 µs and from 58 allocations to 2. The layout (simdjson's): a word is tag<<56 | value; a root
+// escape; reading the tape words costs neither. The layout (simdjson's): a
+// word is tag<<56 | value; a root
 // or an object or array start holds the index just past its end; a string
 // holds its offset (in Strings when STRINGBUFBIT is set, else in Message)
 // and the next word its length; numbers keep their value in the next word.
@@ -218,144 +213,6 @@ func (sp *simdParser) root(b []byte) (tape, int, bool) {
 	return tp, 1, true
 }
 
-func (sp *simdParser) request(body []byte, d *derived) {
-	tp, o, ok := sp.root(body)
-	if !ok {
-		return
-	}
-	m, _ := tp.object(o)
-	for key, v, ok := m.next(); ok; key, v, ok = m.next() {
-		switch string(key) {
-		case "tools", "functions":
-			if a, ok := tp.array(v); ok {
-				if _, ok := a.next(); ok {
-					d.hasTools = true
-				}
-			}
-		case "messages":
-			if !d.multimodal {
-				d.multimodal = tp.multimodal(v)
-			}
-		}
-	}
-}
-
-// multimodal reports whether a message of the array at i has a content part
-// whose type is not "text".
-func (tp *tape) multimodal(i int) bool {
-	msgs, ok := tp.array(i)
-	if !ok {
-		return false
-	}
-	for msg, ok := msgs.next(); ok; msg, ok = msgs.next() {
-		mm, ok := tp.object(msg)
-		if !ok {
-			continue
-		}
-		for key, c, ok := mm.next(); ok; key, c, ok = mm.next() {
-			if string(key) != "content" {
-				continue
-			}
-			parts, ok := tp.array(c)
-			if !ok {
-				continue
-			}
-			for p, ok := parts.next(); ok; p, ok = parts.next() {
-				pm, ok := tp.object(p)
-				if !ok {
-					continue
-				}
-				text := false
-				for key, tv, ok := pm.next(); ok; key, tv, ok = pm.next() {
-					if string(key) == "type" {
-						s, ok := tp.string(tv)
-						text = ok && string(s) == "text"
-					}
-				}
-				if !text {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-func (sp *simdParser) answer(body []byte, d *derived) {
-	tp, o, ok := sp.root(body)
-	if !ok {
-		return
-	}
-	m, _ := tp.object(o)
-	for key, v, ok := m.next(); ok; key, v, ok = m.next() {
-		switch string(key) {
-		case "usage":
-			if u, ok := tp.usage(v); ok {
-				d.usage = u
-			}
-		case "choices":
-			chs, ok := tp.array(v)
-			if !ok {
-				continue
-			}
-			for ch, ok := chs.next(); ok; ch, ok = chs.next() {
-				cm, ok := tp.object(ch)
-				if !ok {
-					continue
-				}
-				for key, msg, ok := cm.next(); ok; key, msg, ok = cm.next() {
-					if string(key) == "message" {
-						tp.messageTools(msg, d)
-					}
-				}
-			}
-		}
-	}
-}
-
-func (tp *tape) messageTools(i int, d *derived) {
-	mm, ok := tp.object(i)
-	if !ok {
-		return
-	}
-	for key, v, ok := mm.next(); ok; key, v, ok = mm.next() {
-		switch string(key) {
-		case "tool_calls":
-			calls, ok := tp.array(v)
-			if !ok {
-				continue
-			}
-			for c, ok := calls.next(); ok; c, ok = calls.next() {
-				cm, ok := tp.object(c)
-				if !ok {
-					continue
-				}
-				for key, f, ok := cm.next(); ok; key, f, ok = cm.next() {
-					if string(key) == "function" {
-						tp.addName(f, d)
-					}
-				}
-			}
-		case "function_call":
-			tp.addName(v, d)
-		}
-	}
-}
-
-func (tp *tape) addName(i int, d *derived) {
-	fm, ok := tp.object(i)
-	if !ok {
-		return
-	}
-	for key, v, ok := fm.next(); ok; key, v, ok = fm.next() {
-		if string(key) == "name" {
-			if s, ok := tp.string(v); ok {
-				d.addTool(s)
-			}
-		}
-	}
-}
-
 func (tp *tape) usage(i int) (usage, bool) {
 	um, ok := tp.object(i)
 	if !ok {
@@ -382,9 +239,8 @@ func (tp *tape) usage(i int) (usage, bool) {
 
 // ndGroup is the most NDJSON one ParseND call gets (but for a longer single
 // line). simdjson-go parses a larger input with a second goroutine, which
-// costs more than it saves here: in interleaved runs a 20 KB recorded stream
-// took 42 µs in 8 KB groups against 59 µs in one call, a 28 KB one 58
-// against 72.
+// costs more than it saves on a stream's chunks (BenchmarkDerive on the
+// longer recorded streams).
 const ndGroup = 8 << 10
 
 func (sp *simdParser) stream(ndjson []byte, a *assembly) {
@@ -671,4 +527,4 @@ func (tp *tape) appendValue(dst []byte, i int) []byte {
 	return append(dst, "null"...)
 }
 
-var _ parser = (*simdParser)(nil)
+var _ parser = (*mixedParser)(nil)

@@ -50,7 +50,7 @@ func TestSIMDGroups(t *testing.T) {
 		long[:len(long)-1],               // no newline at all
 	} {
 		r := &Record{Endpoint: Chat, Stream: true, Chunks: []byte(chunks)}
-		simd, fast := deriveWith("simdjson", r, 0), deriveWith("fastjson", r, 0)
+		simd, fast := deriveWith("simdjson+fastjson", r, 0), deriveWith("fastjson", r, 0)
 		if !derivedEqual(simd, fast) {
 			t.Fatalf("grouped parse differs:\n%.300s\n%.300s", simd.respBody, fast.respBody)
 		}

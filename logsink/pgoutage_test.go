@@ -318,14 +318,14 @@ func TestPGColumns(t *testing.T) {
 func TestPGPasswordNeverShown(t *testing.T) {
 	f := func(dsn string) {
 		t.Helper()
-		if err := ParseDSN(dsn); err == nil || strings.Contains(err.Error(), pgPassword) {
-			t.Fatalf("ParseDSN(%q): %v", dsn, err)
+		if _, err := parsePGConfig(dsn); err == nil || strings.Contains(err.Error(), pgPassword) {
+			t.Fatalf("parsePGConfig(%q): %v", dsn, err)
 		}
 	}
 	f("postgres://u:" + pgPassword + "@127.0.0.1:99999/db")
 	f("postgres://u:" + pgPassword + "@[::1/db")
 	f("host=127.0.0.1 port=nope password=" + pgPassword)
-	if err := ParseDSN("postgres://u:" + pgPassword + "@127.0.0.1:5432/db?sslmode=disable"); err != nil {
+	if _, err := parsePGConfig("postgres://u:" + pgPassword + "@127.0.0.1:5432/db?sslmode=disable"); err != nil {
 		t.Fatalf("a good dsn: %v", err)
 	}
 

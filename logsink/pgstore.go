@@ -114,13 +114,8 @@ type pgStore struct {
 
 var _ store = (*pgStore)(nil)
 
-// ParseDSN checks a PostgreSQL connection string as the store reads it;
-// the error never holds the password. For gptapi -check.
-func ParseDSN(dsn string) error {
-	_, err := parsePGConfig(dsn)
-	return err
-}
-
+// parsePGConfig reads a PostgreSQL connection string; the error never holds
+// the password.
 func parsePGConfig(dsn string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
