@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strconv"
 	"unsafe"
+
+	"github.com/gptapi/gptapi/internal/jsonw"
 )
 
 // usage is the token counts of an answer; a count the upstream did not give
@@ -69,7 +71,7 @@ func (d *derived) addTool(name []byte) {
 		d.toolNames = append(d.toolNames, ',')
 	}
 	d.nTools++
-	d.toolNames = appendJSONString(d.toolNames, name)
+	d.toolNames = jsonw.AppendString(d.toolNames, name)
 }
 
 // maxToolNamesBytes bounds the tool_calls column: an answer with a million
@@ -292,7 +294,7 @@ func (a *assembly) appendJSON(dst []byte) []byte {
 	a.sort()
 	chs := a.choices[:a.nChoices]
 	dst = append(dst, `{"id":`...)
-	dst = appendJSONString(dst, a.id)
+	dst = jsonw.AppendString(dst, a.id)
 	if a.chat {
 		dst = append(dst, `,"object":"chat.completion","created":`...)
 	} else {
@@ -300,7 +302,7 @@ func (a *assembly) appendJSON(dst []byte) []byte {
 	}
 	dst = strconv.AppendInt(dst, a.created, 10)
 	dst = append(dst, `,"model":`...)
-	dst = appendJSONString(dst, a.model)
+	dst = jsonw.AppendString(dst, a.model)
 	dst = append(dst, `,"choices":[`...)
 	for i := range chs {
 		c := &chs[i]
@@ -313,11 +315,11 @@ func (a *assembly) appendJSON(dst []byte) []byte {
 			dst = c.appendMessage(dst)
 		} else {
 			dst = append(dst, `,"text":`...)
-			dst = appendJSONString(dst, c.text)
+			dst = jsonw.AppendString(dst, c.text)
 		}
 		dst = append(dst, `,"finish_reason":`...)
 		if c.hasFinish {
-			dst = appendJSONString(dst, c.finishReason)
+			dst = jsonw.AppendString(dst, c.finishReason)
 		} else {
 			dst = append(dst, "null"...)
 		}
@@ -338,7 +340,7 @@ func (a *assembly) appendJSON(dst []byte) []byte {
 func (c *choice) appendMessage(dst []byte) []byte {
 	dst = append(dst, `,"message":{"role":"assistant","content":`...)
 	if c.hasContent {
-		dst = appendJSONString(dst, c.content)
+		dst = jsonw.AppendString(dst, c.content)
 	} else {
 		dst = append(dst, "null"...)
 	}
@@ -350,11 +352,11 @@ func (c *choice) appendMessage(dst []byte) []byte {
 	}
 	if len(reasoning) > 0 {
 		dst = append(dst, `,"reasoning_content":`...)
-		dst = appendJSONString(dst, reasoning)
+		dst = jsonw.AppendString(dst, reasoning)
 	}
 	if len(c.refusal) > 0 {
 		dst = append(dst, `,"refusal":`...)
-		dst = appendJSONString(dst, c.refusal)
+		dst = jsonw.AppendString(dst, c.refusal)
 	}
 	if c.nCalls > 0 {
 		calls := c.calls[:c.nCalls]
@@ -365,17 +367,17 @@ func (c *choice) appendMessage(dst []byte) []byte {
 				dst = append(dst, ',')
 			}
 			dst = append(dst, `{"id":`...)
-			dst = appendJSONString(dst, tc.id)
+			dst = jsonw.AppendString(dst, tc.id)
 			dst = append(dst, `,"type":`...)
 			if len(tc.typ) > 0 {
-				dst = appendJSONString(dst, tc.typ)
+				dst = jsonw.AppendString(dst, tc.typ)
 			} else {
 				dst = append(dst, `"function"`...)
 			}
 			dst = append(dst, `,"function":{"name":`...)
-			dst = appendJSONString(dst, tc.name)
+			dst = jsonw.AppendString(dst, tc.name)
 			dst = append(dst, `,"arguments":`...)
-			dst = appendJSONString(dst, tc.args)
+			dst = jsonw.AppendString(dst, tc.args)
 			dst = append(dst, `}}`...)
 		}
 		dst = append(dst, ']')

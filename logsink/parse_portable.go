@@ -4,6 +4,8 @@ import (
 	"bytes"
 
 	"github.com/valyala/fastjson"
+
+	"github.com/gptapi/gptapi/internal/jsonw"
 )
 
 // fastParser is the portable parser, built everywhere: the only one off
@@ -424,7 +426,7 @@ func fastFunction(fo *fastjson.Object, tc *toolCall) {
 }
 
 // appendValue re-encodes v in the canonical form both parsers share: keys in
-// their order, strings through appendJSONString, numbers through
+// their order, strings through jsonw.AppendString, numbers through
 // appendJSONNumber.
 func (fp *fastParser) appendValue(dst []byte, v *fastjson.Value) []byte {
 	switch v.Type() {
@@ -437,7 +439,7 @@ func (fp *fastParser) appendValue(dst []byte, v *fastjson.Value) []byte {
 				dst = append(dst, ',')
 			}
 			n++
-			dst = appendJSONString(dst, key)
+			dst = jsonw.AppendString(dst, key)
 			dst = append(dst, ':')
 			dst = fp.appendValue(dst, v)
 		})
@@ -454,7 +456,7 @@ func (fp *fastParser) appendValue(dst []byte, v *fastjson.Value) []byte {
 		return append(dst, ']')
 	case fastjson.TypeString:
 		s, _ := v.StringBytes()
-		return appendJSONString(dst, s)
+		return jsonw.AppendString(dst, s)
 	case fastjson.TypeNumber:
 		fp.num = v.MarshalTo(fp.num[:0])
 		if out, ok := appendJSONNumber(dst, fp.num); ok {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/minio/simdjson-go"
+
+	"github.com/gptapi/gptapi/internal/jsonw"
 )
 
 func init() {
@@ -487,7 +489,7 @@ func (tp *tape) appendValue(dst []byte, i int) []byte {
 				dst = append(dst, ',')
 			}
 			n++
-			dst = appendJSONString(dst, key)
+			dst = jsonw.AppendString(dst, key)
 			dst = append(dst, ':')
 			dst = tp.appendValue(dst, v)
 		}
@@ -506,7 +508,7 @@ func (tp *tape) appendValue(dst []byte, i int) []byte {
 		return append(dst, ']')
 	case simdjson.TagString:
 		s, _ := tp.string(i)
-		return appendJSONString(dst, s)
+		return jsonw.AppendString(dst, s)
 	case simdjson.TagInteger:
 		if i+1 < len(tp.t) {
 			return strconv.AppendInt(dst, int64(tp.t[i+1]), 10)

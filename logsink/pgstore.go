@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/valyala/fastjson"
+
+	"github.com/gptapi/gptapi/internal/jsonw"
 )
 
 // PostgreSQL keeps the columns of SQLite's table requests, with the request
@@ -465,5 +467,5 @@ func pgJSON(b []byte) string {
 	if fastjson.ValidateBytes(b) == nil && !bytes.Contains(b, []byte(`\u0000`)) && utf8.Valid(b) {
 		return b2s(b)
 	}
-	return string(appendJSONString(nil, []byte(pgText(bytes.ReplaceAll(b, []byte(`\u0000`), nil)))))
+	return string(jsonw.AppendString(nil, []byte(pgText(bytes.ReplaceAll(b, []byte(`\u0000`), nil)))))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 
+	"github.com/gptapi/gptapi/internal/jsonw"
 	"github.com/gptapi/gptapi/logsink"
 	"github.com/gptapi/gptapi/sse"
 )
@@ -153,7 +154,7 @@ func (x *exchange) addTried(name string, model []byte) {
 		x.tried = append(x.tried, ',')
 	}
 	x.scr = append(append(append(x.scr[:0], name...), '/'), model...)
-	x.tried = sse.AppendJSONString(x.tried, x.scr)
+	x.tried = jsonw.AppendString(x.tried, x.scr)
 }
 
 func (x *exchange) closeTried(dst []byte) []byte {

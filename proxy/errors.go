@@ -3,7 +3,7 @@ package proxy
 import (
 	"github.com/valyala/fasthttp"
 
-	"github.com/gptapi/gptapi/sse"
+	"github.com/gptapi/gptapi/internal/jsonw"
 )
 
 // apiError is an error gptapi itself answers with. Its Message is the text
@@ -93,11 +93,11 @@ func triedMessage(dst, tried []byte) []byte {
 // appendErrorJSON appends the OpenAI-shaped body of e.
 func appendErrorJSON(dst []byte, e *apiError) []byte {
 	dst = append(dst, `{"error":{"message":`...)
-	dst = sse.AppendJSONString(dst, e.Message)
+	dst = jsonw.AppendString(dst, e.Message)
 	dst = append(dst, `,"type":`...)
-	dst = sse.AppendJSONString(dst, e.Type)
+	dst = jsonw.AppendString(dst, e.Type)
 	dst = append(dst, `,"code":`...)
-	dst = sse.AppendJSONString(dst, e.Code)
+	dst = jsonw.AppendString(dst, e.Code)
 	dst = append(dst, `,"param":null`...)
 	if e.Tried != nil {
 		dst = append(dst, `,"tried":`...)

@@ -7,8 +7,8 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/internal/jsonw"
 	"github.com/gptapi/gptapi/logsink"
-	"github.com/gptapi/gptapi/sse"
 )
 
 // request is a parsed caller request. Its members are views of the
@@ -374,9 +374,9 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 		case r.iModel:
 			switch {
 			case c.Model != "":
-				dst = sse.AppendJSONString(dst, c.Model)
+				dst = jsonw.AppendString(dst, c.Model)
 			case !bytes.Equal(model, r.model):
-				dst = sse.AppendJSONString(dst, b2s(model))
+				dst = jsonw.AppendString(dst, b2s(model))
 			default:
 				dst = append(dst, m.Val...)
 			}

@@ -52,9 +52,9 @@ type Relay struct {
 	Rewriter Rewriter
 
 	// ErrorEvent appends the SSE event ("data: {...}\n\n") sent when the
-	// upstream fails mid-stream. The proxy sets it so that one place builds
-	// error bodies; by default a minimal OpenAI-shaped error is written.
-	// Reset keeps it.
+	// upstream fails mid-stream. The proxy sets it, so that one place builds
+	// error bodies; by default (nil) the stream ends without one. Reset
+	// keeps it.
 	ErrorEvent func(dst []byte, err error) []byte
 
 	// CollectLimit caps Collect in bytes (0 = no limit). Past it only chunks
@@ -350,16 +350,8 @@ func (r *Relay) collect() {
 }
 
 func (r *Relay) appendError(dst []byte, err error) []byte {
-	if r.ErrorEvent != nil {
-		return r.ErrorEvent(dst, err)
+	if r.ErrorEvent == nil {
+		return dst
 	}
-	return appendErrorEvent(dst, err.Error())
-}
-
-// appendErrorEvent appends an OpenAI-shaped SSE error event with message
-// msg, the relay's default when ErrorEvent is not set.
-func appendErrorEvent(dst []byte, msg string) []byte {
-	dst = append(dst, `data: {"error":{"message":"`...)
-	dst = AppendJSONEscaped(dst, msg)
-	return append(dst, `","type":"upstream_error","code":"stream_error","param":null}}`+"\n\n"...)
+	return r.ErrorEvent(dst, err)
 }

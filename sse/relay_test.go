@@ -223,7 +223,7 @@ func (timeoutError) Temporary() bool { return true }
 
 func TestRelayTimeoutKept(t *testing.T) {
 	in := readTestdata(t, "vllm-chat.sse")
-	r := &Relay{}
+	r := &Relay{ErrorEvent: errorEvent}
 	r.Reset()
 	if err := r.Start(&failReader{b: in[:1000], err: timeoutError{}}); err != nil {
 		t.Fatal(err)
@@ -236,12 +236,12 @@ func TestRelayTimeoutKept(t *testing.T) {
 	if !errors.As(r.ReadErr, &ne) || !ne.Timeout() {
 		t.Fatalf("ReadErr %v lost its Timeout()", r.ReadErr)
 	}
-	// The default error event is OpenAI-shaped JSON.
+	// The error event comes last and carries the error.
 	evs := scanAll(t, bytes.NewReader(w.all()))
 	last := evs[len(evs)-1]
 	m, ok := decodeObject([]byte(last.Data))
 	if !ok || m["error"].(map[string]any)["message"] != "i/o timeout" {
-		t.Fatalf("bad default error event %q", last.Raw)
+		t.Fatalf("bad error event %q", last.Raw)
 	}
 }
 

@@ -1,6 +1,10 @@
 package sse
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/gptapi/gptapi/internal/jsonw"
+)
 
 var (
 	doneData    = []byte("[DONE]")
@@ -53,10 +57,10 @@ type Rewriter struct {
 // chunks ("choices":[] with a non-null "usage").
 func (rw *Rewriter) Reset(prefix, model string, hideUsage bool) {
 	rw.hasPrefix = prefix != ""
-	rw.prefix = AppendJSONEscaped(rw.prefix[:0], prefix)
+	rw.prefix = jsonw.AppendEscaped(rw.prefix[:0], prefix)
 	rw.hasModel = model != ""
 	rw.model = append(rw.model[:0], '"')
-	rw.model = AppendJSONEscaped(rw.model, model)
+	rw.model = jsonw.AppendEscaped(rw.model, model)
 	rw.model = append(rw.model, '"')
 	rw.hideUsage = hideUsage
 	rw.resetStream()

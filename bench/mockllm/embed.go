@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/gptapi/gptapi/sse"
+	"github.com/gptapi/gptapi/internal/jsonw"
 
 	"encoding/base64"
 	"encoding/binary"
@@ -67,7 +67,7 @@ func (a *answer) parseEmbeddings(v *fastjson.Value) error {
 		return fmt.Errorf("input: must be a string or an array, got %s", in.Type())
 	}
 	dst = append(dst, `],"model":`...)
-	dst = sse.AppendJSONString(dst, a.model)
+	dst = jsonw.AppendString(dst, a.model)
 	dst = append(dst, `,"usage":{"prompt_tokens":`...)
 	dst = appendInt(dst, a.prompt)
 	dst = append(dst, `,"total_tokens":`...)

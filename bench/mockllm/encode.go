@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/gptapi/gptapi/sse"
+	"github.com/gptapi/gptapi/internal/jsonw"
 
 	"strconv"
 )
@@ -24,14 +24,14 @@ func appendUsage(dst []byte, prompt, completion int) []byte {
 // appendError appends the OpenAI error body: the one place it is built.
 func appendError(dst []byte, msg, typ, code string) []byte {
 	dst = append(dst, `{"error":{"message":`...)
-	dst = sse.AppendJSONString(dst, msg)
+	dst = jsonw.AppendString(dst, msg)
 	dst = append(dst, `,"type":`...)
-	dst = sse.AppendJSONString(dst, typ)
+	dst = jsonw.AppendString(dst, typ)
 	dst = append(dst, `,"code":`...)
 	if code == "" {
 		dst = append(dst, "null"...)
 	} else {
-		dst = sse.AppendJSONString(dst, code)
+		dst = jsonw.AppendString(dst, code)
 	}
 	return append(dst, `,"param":null}}`...)
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/gptapi/gptapi/sse"
+	"github.com/gptapi/gptapi/internal/jsonw"
 
 	"fmt"
 	"strconv"
@@ -110,7 +110,7 @@ func (a *answer) appendPiece(dst []byte, r, c int) []byte {
 		l := len(a.echo)
 		from := runeStart(a.echo, l*r/a.rounds)
 		to := runeStart(a.echo, l*(r+1)/a.rounds)
-		return sse.AppendJSONEscaped(dst, a.echo[from:to])
+		return jsonw.AppendEscaped(dst, a.echo[from:to])
 	}
 	w := a.k.words
 	return a.appendWords(dst, c, r*w, min((r+1)*w, a.total))
@@ -122,13 +122,13 @@ func (a *answer) appendPiece(dst []byte, r, c int) []byte {
 func (a *answer) appendArgsPiece(dst []byte, r int) []byte {
 	args := a.m.toolArgs
 	if a.rounds == 1 {
-		return sse.AppendJSONEscaped(dst, args)
+		return jsonw.AppendEscaped(dst, args)
 	}
 	if r == 0 {
 		return dst
 	}
 	l, parts := len(args), a.rounds-1
-	return sse.AppendJSONEscaped(dst, args[l*(r-1)/parts:l*r/parts])
+	return jsonw.AppendEscaped(dst, args[l*(r-1)/parts:l*r/parts])
 }
 
 func (a *answer) appendID(dst []byte) []byte {
@@ -161,7 +161,7 @@ func (a *answer) appendHead(dst []byte, object string) []byte {
 	dst = append(dst, `","created":`...)
 	dst = strconv.AppendInt(dst, a.created, 10)
 	dst = append(dst, `,"model":`...)
-	dst = sse.AppendJSONString(dst, a.model)
+	dst = jsonw.AppendString(dst, a.model)
 	if a.ep == epChat {
 		dst = append(dst, `,"system_fingerprint":"`...)
 		dst = append(dst, a.m.name...)
@@ -204,7 +204,7 @@ func (a *answer) appendContentEvent(dst []byte, r, c int) []byte {
 			dst = append(dst, `,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"`...)
 			dst = a.appendCallID(dst, c)
 			dst = append(dst, `","type":"function","function":{"name":`...)
-			dst = sse.AppendJSONString(dst, a.tool)
+			dst = jsonw.AppendString(dst, a.tool)
 			dst = append(dst, `,"arguments":"`...)
 		} else {
 			dst = append(dst, `,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"`...)
@@ -279,9 +279,9 @@ func (a *answer) appendBody(dst []byte) []byte {
 			dst = append(dst, `,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"`...)
 			dst = a.appendCallID(dst, c)
 			dst = append(dst, `","type":"function","function":{"name":`...)
-			dst = sse.AppendJSONString(dst, a.tool)
+			dst = jsonw.AppendString(dst, a.tool)
 			dst = append(dst, `,"arguments":`...)
-			dst = sse.AppendJSONString(dst, a.m.toolArgs)
+			dst = jsonw.AppendString(dst, a.m.toolArgs)
 			dst = append(dst, `}}]},"logprobs":null,"finish_reason":"`...)
 		default:
 			dst = append(dst, `{"index":`...)

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/gptapi/gptapi/sse"
+	"github.com/gptapi/gptapi/internal/jsonw"
 
 	"context"
 	"errors"
@@ -236,11 +236,11 @@ func (m *mock) appendModels(dst []byte, created int64) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"id":`...)
-		dst = sse.AppendJSONString(dst, id)
+		dst = jsonw.AppendString(dst, id)
 		dst = append(dst, `,"object":"model","created":`...)
 		dst = strconv.AppendInt(dst, created, 10)
 		dst = append(dst, `,"owned_by":`...)
-		dst = sse.AppendJSONString(dst, m.name)
+		dst = jsonw.AppendString(dst, m.name)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/gptapi/gptapi/sse"
+	"github.com/gptapi/gptapi/internal/jsonw"
 
 	"bytes"
 	"cmp"
@@ -58,7 +58,7 @@ func (a *answer) parseRerank(v *fastjson.Value) error {
 	dst = append(dst, '-')
 	dst = strconv.AppendUint(dst, a.seq, 10)
 	dst = append(dst, `","model":`...)
-	dst = sse.AppendJSONString(dst, a.model)
+	dst = jsonw.AppendString(dst, a.model)
 	dst = append(dst, `,"usage":{"total_tokens":`...)
 	dst = appendInt(dst, a.prompt)
 	dst = append(dst, `},"results":[`...)
@@ -70,7 +70,7 @@ func (a *answer) parseRerank(v *fastjson.Value) error {
 		dst = appendInt(dst, s.index)
 		if withDocs {
 			dst = append(dst, `,"document":{"text":`...)
-			dst = sse.AppendJSONString(dst, s.text)
+			dst = jsonw.AppendString(dst, s.text)
 			dst = append(dst, '}')
 		}
 		dst = append(dst, `,"relevance_score":`...)

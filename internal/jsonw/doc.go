@@ -1,0 +1,6 @@
+// Package jsonw writes JSON text on bytes: the one string escaper of the
+// tree, shared by sse (chunk rewriting, error events), proxy (error bodies,
+// request rewriting, the Tried list) and logsink (assembled answers,
+// columns). It imports nothing of gptapi, so every package may use it
+// without changing which way imports flow.
+package jsonw
