@@ -108,6 +108,11 @@ def prefix_group(R):
         ensure(routes.get('{reason="prefix_hit"}', 0) >= 1, "gptapi_route_total: %s" % routes)
         ensure(metric_values(text, "gptapi_upstream_inflight"), "no gptapi_upstream_inflight series")
 
+        def cached_total():
+            vals = metric_values(gw.get("/metrics").body.decode(), "gptapi_prompt_cached_tokens_total")
+            return sum(vals.values()) >= 3 * 2048
+        wait_until(cached_total, 5, what="gptapi_prompt_cached_tokens_total to count the 3 answers' cached tokens")
+
     @ck("routing.prefix.new_conversations_spread_by_priority")
     def _():
         gw.ensure()
