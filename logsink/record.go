@@ -178,12 +178,3 @@ func ReleaseRecord(r *Record) {
 func HashKey(key []byte) uint64 {
 	return xxh3.Hash(key)
 }
-
-// appendHex16 appends h as 16 lowercase hex digits.
-func appendHex16(dst []byte, h uint64) []byte {
-	const digits = "0123456789abcdef"
-	for shift := 60; shift >= 0; shift -= 4 {
-		dst = append(dst, digits[(h>>uint(shift))&0xf])
-	}
-	return dst
-}

@@ -2,6 +2,8 @@ package logsink
 
 import (
 	"database/sql/driver"
+	"encoding/binary"
+	"encoding/hex"
 	"unicode/utf8"
 )
 
@@ -57,7 +59,9 @@ func (dv *deriver) derive(rw *row, r *Record) {
 	rw.reqBody, cutReq = cutUTF8(r.RequestBody, dv.maxBody)
 	rw.respBody, cutResp = cutUTF8(resp, dv.maxBody)
 	rw.truncated = r.ChunksCut || cutReq || cutResp
-	appendHex16(rw.keyHash[:0], r.KeyHash)
+	var kh [8]byte
+	binary.BigEndian.PutUint64(kh[:], r.KeyHash)
+	hex.Encode(rw.keyHash[:], kh[:])
 }
 
 // release drops the row's record once it is written.

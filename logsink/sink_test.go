@@ -205,8 +205,9 @@ func TestTruncation(t *testing.T) {
 func TestKeyHash(t *testing.T) {
 	f := func(h uint64) {
 		t.Helper()
-		if got, want := string(appendHex16(nil, h)), fmt.Sprintf("%016x", h); got != want {
-			t.Fatalf("appendHex16(%d) = %s, want %s", h, got, want)
+		rw := deriveWith("fastjson", &Record{Endpoint: Chat, KeyHash: h, HasKey: true}, 0)
+		if got, want := string(rw.keyHash[:]), fmt.Sprintf("%016x", h); got != want {
+			t.Fatalf("key_hash of %d = %s, want %s", h, got, want)
 		}
 	}
 	f(0)

@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -79,22 +81,16 @@ var requestIDHeader = []byte("X-Request-Id")
 func (s *Server) begin(ctx *fasthttp.RequestCtx) []byte {
 	id := ctx.Request.Header.PeekBytes(requestIDHeader)
 	if len(id) == 0 || len(id) > 128 {
+		var raw [8]byte
 		var b [16]byte
-		id = appendHex64(b[:0], rand.Uint64())
+		binary.BigEndian.PutUint64(raw[:], rand.Uint64())
+		id = hex.AppendEncode(b[:0], raw[:])
 	}
 	ctx.Response.Header.SetBytesKV(requestIDHeader, id)
 	if s.draining.Load() {
 		ctx.SetConnectionClose()
 	}
 	return ctx.Response.Header.PeekBytes(requestIDHeader)
-}
-
-func appendHex64(dst []byte, v uint64) []byte {
-	const hex = "0123456789abcdef"
-	for i := 60; i >= 0; i -= 4 {
-		dst = append(dst, hex[(v>>uint(i))&0xf])
-	}
-	return dst
 }
 
 var bearerPrefix = []byte("Bearer ")
