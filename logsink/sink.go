@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/throttle"
 )
 
 // Options configure a Sink. Zero values take the defaults named.
@@ -327,7 +329,7 @@ type writer struct {
 	closing     bool
 	fails       int // failed attempts since the last log line
 	failing     bool
-	lastLog     time.Time
+	failLog     throttle.Log
 	rotateAfter time.Time // after a failed rotation, when to try again
 	err         error     // for Close
 	nKept       int       // records Close leaves in the spill folder
@@ -531,10 +533,9 @@ func (w *writer) insert(rows []row) []row {
 func (w *writer) noteFailure(err error, n int) {
 	w.fails++
 	w.failing = true
-	if now := time.Now(); now.Sub(w.lastLog) >= failLogEvery {
+	if ok, _ := w.failLog.Allow(time.Now(), failLogEvery); ok {
 		w.s.o.Logger.Error("cannot write request records; retrying", "err", err,
 			"failures", w.fails, "batch", n, "queued", len(w.s.q), "spilled", w.s.spilled.Load())
-		w.lastLog = now
 		w.fails = 0
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/throttle"
 )
 
 // Spill files hold records the queue had no room for. The current file ends
@@ -186,8 +188,8 @@ type spiller struct {
 
 	pend    atomic.Int64  // bytes of frames in memory: buf, held and taken by the writer
 	dropped atomic.Uint64 // records refused for want of room
-	dropLog throttle
-	failLog throttle
+	dropLog throttle.Log
+	failLog throttle.Log
 
 	mu     sync.Mutex
 	buf    [][]byte // blocks of frames appended by write, not yet taken by the flusher
@@ -304,7 +306,7 @@ func (sp *spiller) write(r *Record) bool {
 // drop counts n dropped records and says so at most once per interval.
 func (sp *spiller) drop(n int) {
 	total := sp.dropped.Add(uint64(n))
-	if sp.dropLog.ok() {
+	if ok, _ := sp.dropLog.Allow(time.Now(), failLogEvery); ok {
 		sp.log.Error("request records dropped: the database and the spill folder refuse writes and memory for them is full",
 			"dropped_total", total, "pending_bytes", sp.pend.Load(), "max_pending_bytes", sp.maxPending, "dir", sp.dir)
 	}
@@ -324,7 +326,7 @@ func (sp *spiller) run() {
 			return
 		}
 		if err := sp.flush(false); err != nil {
-			if sp.failLog.ok() {
+			if ok, _ := sp.failLog.Allow(time.Now(), failLogEvery); ok {
 				sp.log.Error("cannot write spill file; records wait in memory", "err", err,
 					"pending_bytes", sp.pend.Load(), "max_pending_bytes", sp.maxPending)
 			}
@@ -557,23 +559,6 @@ func countFrames(b []byte) int {
 		n++
 	}
 	return n
-}
-
-// throttle lets an event through at most once per interval (10 s by
-// default), from any goroutine.
-type throttle struct {
-	last  atomic.Int64 // Unix ns of the last event let through
-	every time.Duration
-}
-
-func (t *throttle) ok() bool {
-	every := t.every
-	if every == 0 {
-		every = failLogEvery
-	}
-	now := time.Now().UnixNano()
-	last := t.last.Load()
-	return (last == 0 || now-last >= int64(every)) && t.last.CompareAndSwap(last, now)
 }
 
 // badName is where a spill file with a damaged tail is kept for inspection.

@@ -100,7 +100,7 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 			if !err.overflow {
 				cooling = h.Fail(now, chk.FailureThreshold, chk.Cooldown)
 			}
-			if ok, held := up.hists.failures.allow(now, failureLogEvery); ok {
+			if ok, held := up.hists.failures.Allow(now, failureLogEvery); ok {
 				x.s.log.Warn("upstream failing", "upstream", up.cfg.Name, "err", err.msg, "cause", err.cause,
 					"cooldown", cooling, "more_since_last_line", held)
 			}

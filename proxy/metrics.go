@@ -13,6 +13,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
+	"github.com/gptapi/gptapi/internal/throttle"
 	"github.com/gptapi/gptapi/logsink"
 	"github.com/gptapi/gptapi/selector"
 )
@@ -60,30 +61,12 @@ const maxRequestSeries = 2000
 
 type upstreamStats struct {
 	latency, ttft histogram
-	failures      throttle // "upstream failing" warnings
+	failures      throttle.Log // "upstream failing" warnings
 	// Routing (route.go, poll.go): in-flight requests and the queue read
 	// from metrics_url, its unreadable warnings, cached prompt tokens.
 	load   selector.Load
-	polls  throttle
+	polls  throttle.Log
 	cached atomic.Uint64
-}
-
-// throttle lets one log line through per interval and counts the rest, so
-// an upstream that is down costs one line per interval, not one per request.
-type throttle struct {
-	next       atomic.Int64 // unix ns before which lines are suppressed
-	suppressed atomic.Int64
-}
-
-// allow reports whether to log now, and how many lines were held back since
-// the last one.
-func (t *throttle) allow(now time.Time, every time.Duration) (bool, int64) {
-	n := t.next.Load()
-	if now.UnixNano() < n || !t.next.CompareAndSwap(n, now.Add(every).UnixNano()) {
-		t.suppressed.Add(1)
-		return false, 0
-	}
-	return true, t.suppressed.Swap(0)
 }
 
 func newServerMetrics(s *Server) *serverMetrics {

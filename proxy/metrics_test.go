@@ -163,24 +163,6 @@ func TestServerTiming(t *testing.T) {
 	f("5ms", "4ms", "upstream;dur=5.000, gptapi;dur=0.000")
 }
 
-func TestThrottle(t *testing.T) {
-	var th throttle
-	t0 := time.Unix(1000, 0)
-	f := func(at time.Duration, wantOK bool, wantHeld int64) {
-		t.Helper()
-		ok, held := th.allow(t0.Add(at), 10*time.Second)
-		if ok != wantOK || held != wantHeld {
-			t.Errorf("at %v: allow = %v, %d; want %v, %d", at, ok, held, wantOK, wantHeld)
-		}
-	}
-	f(0, true, 0)
-	f(time.Second, false, 0)
-	f(9*time.Second, false, 0)
-	f(10*time.Second, true, 2)
-	f(11*time.Second, false, 0)
-	f(30*time.Second, true, 1)
-}
-
 // TestMetricsExposition holds SPEC §4.6: every family comes together,
 // preceded by a non-empty # HELP and a # TYPE, histograms with their
 // _bucket, _sum and _count under the one family.

@@ -136,7 +136,7 @@ func (p *poller) poll(up *upstream, timeout time.Duration) {
 		up.hists.load.SetWaiting(n, now)
 		return
 	}
-	if ok, held := up.hists.polls.allow(now, failureLogEvery); ok {
+	if ok, held := up.hists.polls.Allow(now, failureLogEvery); ok {
 		p.s.log.Warn("metrics_url unreadable; routing goes on without its queue", "upstream", up.cfg.Name,
 			"err", err, "more_since_last_line", held)
 	}
