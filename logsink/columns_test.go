@@ -147,8 +147,10 @@ func TestNodeDefault(t *testing.T) {
 	if err != nil || host == "" {
 		t.Skipf("no host name: %v", err)
 	}
-	if o := (Options{}).withDefaults(); o.Node != host {
-		t.Fatalf("default node %q, want %q", o.Node, host)
+	o := testOptions(t)
+	o.Node = ""
+	if o, err := o.withDefaults(); err != nil || o.Node != host {
+		t.Fatalf("default node %q (%v), want %q", o.Node, err, host)
 	}
 }
 

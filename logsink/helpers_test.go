@@ -101,11 +101,13 @@ func date(y int, m time.Month, d int) time.Time {
 func testOptions(t testing.TB) Options {
 	dir := t.TempDir()
 	return Options{
+		Driver:          DriverSQLite,
 		Path:            filepath.Join(dir, "data", "gptapi.db"),
 		SpillDir:        filepath.Join(dir, "spill"),
 		QueueSize:       1024,
 		BatchSize:       64,
 		FlushInterval:   10 * time.Millisecond,
+		MaxPendingBytes: 256 << 20,
 		StoreBodies:     true,
 		MaxBodyLogBytes: 1 << 20,
 		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),

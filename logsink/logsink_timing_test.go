@@ -156,7 +156,7 @@ func largeRequest() string {
 // putSink is a Sink without a writer, its queue drained by a goroutine that
 // only releases records, so that a benchmark measures Put alone.
 func putSink(b testing.TB, queue int, drain bool) *Sink {
-	sp, err := newSpiller(b.TempDir())
+	sp, err := newSpiller(b.TempDir(), testOptions(b).MaxPendingBytes, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,13 +1,12 @@
 package logsink
 
 import (
-	"path/filepath"
 	"sync"
 	"testing"
 )
 
 func TestOnCachedTokens(t *testing.T) {
-	s, err := Open(Options{Path: filepath.Join(t.TempDir(), "r.db")})
+	s, err := Open(testOptions(t))
 	if err != nil {
 		t.Fatal(err)
 	}

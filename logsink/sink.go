@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -15,9 +14,12 @@ import (
 	"github.com/gptapi/gptapi/internal/throttle"
 )
 
-// Options configure a Sink. Zero values take the defaults named.
+// Options configure a Sink. What the configuration file sets (configs.Logsink)
+// is required here: its defaults live in configs.Default alone, and Open
+// refuses a zero size, interval or spill folder instead of guessing one. The
+// rest take the defaults named.
 type Options struct {
-	// Driver is "sqlite" (the default: Path) or "postgres" (DSN).
+	// Driver is DriverSQLite (Path) or DriverPostgres (DSN).
 	Driver string
 	// Path is the SQLite file; its folder is created. Required with
 	// sqlite.
@@ -25,15 +27,15 @@ type Options struct {
 	// DSN is the PostgreSQL connection string; required with postgres.
 	// Its password never appears in a log line or an error.
 	DSN             string
-	QueueSize       int           // records waiting in memory; by default 65536
-	BatchSize       int           // records per transaction; by default 512
-	FlushInterval   time.Duration // longest a record waits in memory; by default 200ms
+	QueueSize       int           // records waiting in memory
+	BatchSize       int           // records per transaction
+	FlushInterval   time.Duration // longest a record waits in memory
 	StoreBodies     bool          // keep request_body and response_body; else NULL
 	MaxBodyLogBytes int           // longer bodies are cut and marked truncated; 0 keeps them whole
-	SpillDir        string        // by default "spill" beside Path (with postgres: "data/spill")
+	SpillDir        string        // the spill folder; created
 	// MaxPendingBytes bounds the spilled records held in memory while the
 	// spill folder refuses writes; past it records are dropped and
-	// counted (Dropped). By default 256 MiB.
+	// counted (Dropped).
 	MaxPendingBytes int64
 	// WriteTimeout bounds the writing of one batch, retries included: a
 	// batch the database has not taken by then goes to the spill folder
@@ -55,32 +57,19 @@ const (
 )
 
 var (
-	errNoPath = errors.New("logsink: no database path")
-	errNoDSN  = errors.New("logsink: no dsn for driver postgres")
+	errNoPath     = errors.New("logsink: no database path")
+	errNoDSN      = errors.New("logsink: no dsn for driver postgres")
+	errNoSpillDir = errors.New("logsink: no spill folder")
 )
 
-func (o Options) withDefaults() Options {
-	if o.Driver == "" {
-		o.Driver = DriverSQLite
-	}
-	if o.QueueSize <= 0 {
-		o.QueueSize = 65536
-	}
-	if o.BatchSize <= 0 {
-		o.BatchSize = 512
-	}
-	if o.FlushInterval <= 0 {
-		o.FlushInterval = 200 * time.Millisecond
+// withDefaults checks the required options and fills in the others.
+func (o Options) withDefaults() (Options, error) {
+	if o.QueueSize <= 0 || o.BatchSize <= 0 || o.FlushInterval <= 0 || o.MaxPendingBytes <= 0 {
+		return o, fmt.Errorf("logsink: QueueSize %d, BatchSize %d, FlushInterval %v and MaxPendingBytes %d must be positive",
+			o.QueueSize, o.BatchSize, o.FlushInterval, o.MaxPendingBytes)
 	}
 	if o.SpillDir == "" {
-		if o.Path != "" {
-			o.SpillDir = filepath.Join(filepath.Dir(o.Path), "spill")
-		} else {
-			o.SpillDir = filepath.Join("data", "spill")
-		}
-	}
-	if o.MaxPendingBytes <= 0 {
-		o.MaxPendingBytes = 256 << 20
+		return o, errNoSpillDir
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 30 * time.Second
@@ -94,7 +83,7 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return o
+	return o, nil
 }
 
 // Sink takes request records and writes them to the database from one
@@ -138,7 +127,10 @@ type Sink struct {
 // cannot be reached is not an error: records spill and the writer keeps
 // trying.
 func Open(o Options) (*Sink, error) {
-	o = o.withDefaults()
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	var st store
 	switch o.Driver {
 	case DriverSQLite:
@@ -175,7 +167,7 @@ func Open(o Options) (*Sink, error) {
 	default:
 		return nil, fmt.Errorf("logsink: unknown driver %q", o.Driver)
 	}
-	sp, err := newSpiller(o.SpillDir)
+	sp, err := newSpiller(o.SpillDir, o.MaxPendingBytes, o.Logger)
 	if err == nil {
 		err = sp.leftovers()
 	}
@@ -183,7 +175,6 @@ func Open(o Options) (*Sink, error) {
 		_ = st.close()
 		return nil, err
 	}
-	sp.maxPending, sp.log = o.MaxPendingBytes, o.Logger
 	sp.start()
 	s := &Sink{
 		o:    o,

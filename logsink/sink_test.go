@@ -728,15 +728,29 @@ func TestMigrate(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	if _, err := Open(Options{}); err != errNoPath {
-		t.Fatalf("Open without a path: %v", err)
+	f := func(change func(o *Options), want string) {
+		t.Helper()
+		o := testOptions(t)
+		change(&o)
+		if _, err := Open(o); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Open: %v, want an error with %q", err, want)
+		}
 	}
+	f(func(o *Options) { o.Path = "" }, errNoPath.Error())
+	f(func(o *Options) { o.Driver = "" }, "unknown driver")
+	f(func(o *Options) { o.SpillDir = "" }, errNoSpillDir.Error())
+	f(func(o *Options) { o.QueueSize = 0 }, "must be positive")
+	f(func(o *Options) { o.BatchSize = 0 }, "must be positive")
+	f(func(o *Options) { o.FlushInterval = 0 }, "must be positive")
+	f(func(o *Options) { o.MaxPendingBytes = 0 }, "must be positive")
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "file")
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(Options{Path: filepath.Join(blocker, "x.db")}); err == nil || !strings.Contains(err.Error(), blocker) {
+	o := testOptions(t)
+	o.Path = filepath.Join(blocker, "x.db")
+	if _, err := Open(o); err == nil || !strings.Contains(err.Error(), blocker) {
 		t.Fatalf("Open under a file: %v", err)
 	}
 }

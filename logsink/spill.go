@@ -219,14 +219,14 @@ const (
 	spillRetryMax = 2 * time.Second
 )
 
-func newSpiller(dir string) (*spiller, error) {
+func newSpiller(dir string, maxPending int64, log *slog.Logger) (*spiller, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create spill dir %s: %w", dir, err)
 	}
 	return &spiller{
 		dir:        dir,
-		maxPending: 256 << 20,
-		log:        slog.Default(),
+		maxPending: maxPending,
+		log:        log,
 		kick:       make(chan struct{}, 1),
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -144,8 +143,10 @@ func BenchmarkRecords(b *testing.B) {
 			var sink RecordSink
 			if on {
 				dir := b.TempDir()
-				s, err := logsink.Open(logsink.Options{Path: dir + "/r.db", QueueSize: 65536, BatchSize: 512,
-					FlushInterval: 200 * time.Millisecond, StoreBodies: true, MaxBodyLogBytes: 1 << 20, SpillDir: dir + "/spill",
+				d := configs.Default().Logsink
+				s, err := logsink.Open(logsink.Options{Driver: d.Driver, Path: dir + "/r.db", QueueSize: d.QueueSize,
+					BatchSize: d.BatchSize, FlushInterval: d.FlushInterval, StoreBodies: true, MaxBodyLogBytes: d.MaxBodyLogBytes,
+					SpillDir: dir + "/spill", MaxPendingBytes: int64(d.MaxPendingBytes),
 					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 				if err != nil {
 					b.Fatal(err)

@@ -47,7 +47,7 @@ func buildState(cfg *configs.Config, prev *state, m *serverMetrics) (*state, err
 		}
 		st.upstreams[i].hists = m.upstream(c.Name)
 		loads[i] = &st.upstreams[i].hists.load
-		ups[i] = selector.Upstream{Name: c.Name, Exact: c.Match.Type == "exact", Values: c.Match.Value, Priority: c.Priority}
+		ups[i] = selector.Upstream{Name: c.Name, Exact: c.Match.Type == configs.MatchExact, Values: c.Match.Value, Priority: c.Priority}
 	}
 	st.prefix = prefixIndex(cfg, prev)
 	st.table = selector.NewWith(ups, routingOptions(cfg, health, loads, st.prefix))

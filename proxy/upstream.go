@@ -72,7 +72,7 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	up.uris[logsink.Embeddings] = up.path + "/embeddings"
 	up.uris[logsink.Rerank] = up.path + "/rerank"
 	up.modelsURI = up.path + "/models"
-	if c.KeyMode != "passthrough" && c.APIKey != "" {
+	if c.KeyMode != configs.KeyModePassthrough && c.APIKey != "" {
 		up.auth = "Bearer " + c.APIKey
 	}
 	up.plain = up.hostClient(c, chk, 0)
@@ -90,7 +90,7 @@ func (up *upstream) hostClient(c *configs.Client, chk *configs.Check, idle time.
 	connect, firstByte := chk.ConnectTimeout, chk.FirstByteTimeout
 	maxConns := c.MaxConns
 	if maxConns <= 0 {
-		maxConns = 1024
+		maxConns = configs.DefaultMaxConns
 	}
 	return &fasthttp.HostClient{
 		Addr:      up.host,
