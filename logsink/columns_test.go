@@ -80,9 +80,9 @@ func TestSharedStreamsTested(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := os.ReadFile(filepath.Join("testdata", filepath.Base(f)))
+		b, err := os.ReadFile(filepath.Join(streamsDir, filepath.Base(f)))
 		if err != nil || !bytes.Equal(a, b) {
-			t.Fatalf("%s: not the same as testdata/%s (%v)", f, filepath.Base(f), err)
+			t.Fatalf("%s: not the same as %s (%v)", f, filepath.Join(streamsDir, filepath.Base(f)), err)
 		}
 	}
 }

@@ -16,12 +16,16 @@ import (
 	"unicode/utf8"
 )
 
+// streamsDir holds the recorded upstream streams; the sse package, whose
+// input they are, keeps the one copy.
+var streamsDir = filepath.Join("..", "sse", "testdata")
+
 // ndjsonFromSSE returns the data payloads of a recorded SSE stream, one a
 // line, the way the relay hands them to a Record (the [DONE] payload
 // included when the stream had one).
 func ndjsonFromSSE(t testing.TB, name string) []byte {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("testdata", name))
+	raw, err := os.ReadFile(filepath.Join(streamsDir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,10 +50,10 @@ func ndjsonFromSSE(t testing.TB, name string) []byte {
 	return out
 }
 
-// streamFiles lists every recorded stream in testdata.
+// streamFiles lists every recorded stream.
 func streamFiles(t testing.TB) []string {
 	t.Helper()
-	names, err := filepath.Glob(filepath.Join("testdata", "*.sse"))
+	names, err := filepath.Glob(filepath.Join(streamsDir, "*.sse"))
 	if err != nil || len(names) == 0 {
 		t.Fatalf("no recorded streams: %v", err)
 	}

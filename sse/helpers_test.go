@@ -22,6 +22,8 @@ var recordings = []string{
 	"openrouter-comments-error.sse",
 	"groq-event-error.sse",
 	"azure-chat-filters.sse",
+	"azure-chat-filters-2024.sse",
+	"zai-glm-reasoning-content.sse",
 }
 
 func readTestdata(tb testing.TB, name string) []byte {
