@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -450,9 +451,12 @@ func TestRelayCollectLimit(t *testing.T) {
 
 func slicesConcat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 
-func TestRelayFirstContent(t *testing.T) {
-	// FirstContent is when the first chunk with content was written, not
-	// when the role chunk before it was.
+// FirstContent is when the first chunk with content was written, not when
+// the role chunk before it was. In a synctest bubble the 20 ms between them
+// pass at once and exactly, and io.Pipe blocks durably.
+func TestRelayFirstContent(t *testing.T) { synctest.Test(t, testRelayFirstContent) }
+
+func testRelayFirstContent(t *testing.T) {
 	role := "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n"
 	content := "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
 	pr, pw := io.Pipe()
@@ -475,8 +479,8 @@ func TestRelayFirstContent(t *testing.T) {
 	if len(w.writes) != 3 {
 		t.Fatalf("%d writes: %q", len(w.writes), w.writes)
 	}
-	if r.FirstContent.Before(w.at[1]) || r.FirstContent.After(w.at[2]) {
-		t.Fatalf("FirstContent %v not between the content write %v and the next %v", r.FirstContent, w.at[1], w.at[2])
+	if !r.FirstContent.Equal(w.at[1]) || w.at[1].Sub(w.at[0]) != 20*time.Millisecond {
+		t.Fatalf("FirstContent %v, want the content write %v, 20ms after the role write %v", r.FirstContent, w.at[1], w.at[0])
 	}
 	if r.End.Before(r.FirstContent) || !r.Done || r.Events != 4 {
 		t.Fatalf("End %v Done %v Events %d", r.End, r.Done, r.Events)
