@@ -63,37 +63,37 @@ func AppendEscaped[S ~string | ~[]byte](dst []byte, s S) []byte {
 // forms, surrogates, values past U+10FFFF and cut sequences are invalid. It
 // reads s in place, which DecodeRune could not do for both type arguments.
 func runeLen[S ~string | ~[]byte](s S, i int) int {
-	c, n := s[i], len(s)-i
+	c := s[i]
+	n, lo, hi := 0, byte(0x80), byte(0xbf) // length, range of the second byte
 	switch {
 	case c < 0xc2: // a continuation byte, or an overlong 2-byte form
 		return 0
 	case c < 0xe0:
-		if n < 2 || s[i+1]&0xc0 != 0x80 {
-			return 0
-		}
-		return 2
+		n = 2
 	case c < 0xf0:
-		lo, hi := byte(0x80), byte(0xbf)
+		n = 3
 		if c == 0xe0 {
 			lo = 0xa0 // overlong below
 		} else if c == 0xed {
 			hi = 0x9f // surrogates above
 		}
-		if n < 3 || s[i+1] < lo || s[i+1] > hi || s[i+2]&0xc0 != 0x80 {
-			return 0
-		}
-		return 3
 	case c < 0xf5:
-		lo, hi := byte(0x80), byte(0xbf)
+		n = 4
 		if c == 0xf0 {
 			lo = 0x90 // overlong below
 		} else if c == 0xf4 {
 			hi = 0x8f // past U+10FFFF above
 		}
-		if n < 4 || s[i+1] < lo || s[i+1] > hi || s[i+2]&0xc0 != 0x80 || s[i+3]&0xc0 != 0x80 {
+	default:
+		return 0
+	}
+	if len(s)-i < n || s[i+1] < lo || s[i+1] > hi {
+		return 0
+	}
+	for k := 2; k < n; k++ {
+		if s[i+k]&0xc0 != 0x80 {
 			return 0
 		}
-		return 4
 	}
-	return 0
+	return n
 }
