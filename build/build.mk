@@ -15,7 +15,7 @@ DIST          ?= dist
 ARM64_CC      ?= aarch64-linux-gnu-gcc
 ARM64_SYSROOT ?= /usr/aarch64-linux-gnu
 # The packages whose tests need nothing but loopback; run as arm64 under qemu.
-ARM64_TEST_PKGS ?= ./selector ./sse ./logsink ./configs
+ARM64_TEST_PKGS ?= ./selector ./sse ./logsink ./configs ./internal/...
 # Kunpeng 920 is an ARMv8.2-A core; qemu's neoverse-n1 is the nearest model it
 # has, so the proof fails if the binary needs anything newer than v8.2.
 ARM64_QEMU_CPU ?= neoverse-n1
