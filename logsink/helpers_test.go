@@ -202,7 +202,7 @@ func smallRecord(r *Record, id string, tsMs int64) *Record {
 	r.Upstream = append(r.Upstream[:0], "fleet-a"...)
 	r.Tried = append(r.Tried[:0], `["fleet-a/qwen-72b"]`...)
 	r.Status = 200
-	r.TTFTMs, r.LatencyMs = 120, 870
+	r.TTFT, r.Latency = 120*time.Millisecond, 870*time.Millisecond
 	r.RequestBody = append(r.RequestBody[:0], smallRequest...)
 	r.RequestScanned = true // as the proxy sends it: smallRequest offers no tools, has no images
 	r.ResponseBody = append(r.ResponseBody[:0], smallAnswer...)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/zeebo/xxh3"
 )
@@ -107,8 +108,12 @@ type Record struct {
 	Stream      bool
 	Status      int
 	Error       []byte
-	TTFTMs      int64
-	LatencyMs   int64
+	// TTFT is the time from the request's start to the first byte of the
+	// answer (first content chunk of a stream); Latency to its last byte.
+	// They stay durations until they are stored, where a column or spill
+	// frame takes whole milliseconds.
+	TTFT    time.Duration
+	Latency time.Duration
 	// RequestBody is the body as sent upstream (after preprocessing).
 	RequestBody []byte
 	// RequestScanned says the proxy, which parses every request anyway, set

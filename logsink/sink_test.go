@@ -34,7 +34,7 @@ func TestSinkColumns(t *testing.T) {
 	r.Stream = true
 	r.Status = 200
 	r.Error = append(r.Error, "none, really"...)
-	r.TTFTMs, r.LatencyMs = 321, 4567
+	r.TTFT, r.Latency = 321*time.Millisecond, 4567*time.Millisecond
 	r.RequestBody = append(r.RequestBody, `{"model":"gpt-4o","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}],"stream":true}`...)
 	r.Chunks = append(r.Chunks, chunks...)
 	s.Put(r)

@@ -31,7 +31,7 @@ import (
 //
 //	byte version (2) | byte flags (HasKey, Stream, ChunksCut, RequestScanned,
 //	RequestTools, RequestMultimodal; older files leave the last three 0) | byte Endpoint |
-//	u64 KeyHash | [16]byte UID | byte Route | varint TsMs, Status, TTFTMs, LatencyMs |
+//	u64 KeyHash | [16]byte UID | byte Route | varint TsMs, Status, TTFT and Latency in ms |
 //	uvarint length + bytes of RequestID, ClientIP, Model, ServedModel,
 //	Upstream, Tried, Error, RequestBody, ResponseBody, Chunks
 //
@@ -93,8 +93,8 @@ func appendSpillFrame(dst []byte, r *Record) []byte {
 	dst = append(dst, byte(r.Route))
 	dst = binary.AppendVarint(dst, r.TsMs)
 	dst = binary.AppendVarint(dst, int64(r.Status))
-	dst = binary.AppendVarint(dst, r.TTFTMs)
-	dst = binary.AppendVarint(dst, r.LatencyMs)
+	dst = binary.AppendVarint(dst, r.TTFT.Milliseconds())
+	dst = binary.AppendVarint(dst, r.Latency.Milliseconds())
 	for _, b := range [...][]byte{r.RequestID, r.ClientIP, r.Model, r.ServedModel, r.Upstream,
 		r.Tried, r.Error, r.RequestBody, r.ResponseBody, r.Chunks} {
 		dst = binary.AppendUvarint(dst, uint64(len(b)))
@@ -159,7 +159,8 @@ func decodeSpillPayload(p []byte, r *Record) error {
 		}
 		ints[i], p = v, p[k:]
 	}
-	r.TsMs, r.Status, r.TTFTMs, r.LatencyMs = ints[0], int(ints[1]), ints[2], ints[3]
+	r.TsMs, r.Status = ints[0], int(ints[1])
+	r.TTFT, r.Latency = time.Duration(ints[2])*time.Millisecond, time.Duration(ints[3])*time.Millisecond
 	for _, f := range [...]*[]byte{&r.RequestID, &r.ClientIP, &r.Model, &r.ServedModel, &r.Upstream,
 		&r.Tried, &r.Error, &r.RequestBody, &r.ResponseBody, &r.Chunks} {
 		l, k := binary.Uvarint(p)

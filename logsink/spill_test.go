@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func fullRecord() *Record {
@@ -25,8 +26,8 @@ func fullRecord() *Record {
 		Stream:       true,
 		Status:       -499,
 		Error:        []byte("err \xff"),
-		TTFTMs:       1 << 40,
-		LatencyMs:    -7,
+		TTFT:         (1 << 40) * time.Millisecond,
+		Latency:      -7 * time.Millisecond,
 		RequestBody:  bytes.Repeat([]byte("q"), 300),
 		ResponseBody: []byte{},
 		Chunks:       []byte("{}\n{}\n"),
@@ -90,7 +91,11 @@ func TestSpillFrameRoundTrip(t *testing.T) {
 		case reflect.Bool:
 			f.SetBool(!f.Bool())
 		case reflect.Int, reflect.Int64:
-			f.SetInt(f.Int() + 1)
+			step := int64(1)
+			if f.Type() == reflect.TypeFor[time.Duration]() {
+				step = int64(time.Millisecond) // the frame keeps whole milliseconds, as the columns do
+			}
+			f.SetInt(f.Int() + step)
 		case reflect.Uint8, reflect.Uint64:
 			f.SetUint(f.Uint() + 1)
 		case reflect.Array:
@@ -159,7 +164,7 @@ func appendSpillFrameV1(dst []byte, r *Record) []byte {
 	}
 	dst = append(dst, 1, flags, byte(r.Endpoint))
 	dst = binary.LittleEndian.AppendUint64(dst, r.KeyHash)
-	for _, v := range []int64{r.TsMs, int64(r.Status), r.TTFTMs, r.LatencyMs} {
+	for _, v := range []int64{r.TsMs, int64(r.Status), r.TTFT.Milliseconds(), r.Latency.Milliseconds()} {
 		dst = binary.AppendVarint(dst, v)
 	}
 	for _, b := range [...][]byte{r.RequestID, r.ClientIP, r.Model, r.ServedModel, r.Upstream,

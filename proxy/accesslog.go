@@ -13,18 +13,20 @@ import (
 
 // account is the end of every proxied request: the request counter, the
 // upstream histograms and one access log line, with the same error text the
-// caller got. upstream is the time spent waiting on upstreams (all attempts).
+// caller got. upWait is the time spent on the upstream that answered, from
+// sending it the request to the last byte of its answer: what
+// gptapi_upstream_latency_seconds observes.
 // attrs is the caller's scratch for the line's fields, reused across
 // requests: handed to slog as one empty-key group, which handlers inline as
 // plain fields and GroupValue does not copy, so the line allocates nothing
 // (slog.Record keeps only 5 fields inline and allocates beyond them).
-func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Duration, size int, attrs *[]slog.Attr) {
+func (s *Server) account(rec *logsink.Record, up *upstream, upWait time.Duration, size int, attrs *[]slog.Attr) {
 	name := ""
 	if up != nil {
 		name = up.cfg.Name
-		up.hists.latency.Observe(time.Duration(rec.LatencyMs) * time.Millisecond)
+		up.hists.latency.Observe(upWait)
 		if rec.Status < 300 || rec.Stream {
-			up.hists.ttft.Observe(time.Duration(rec.TTFTMs) * time.Millisecond)
+			up.hists.ttft.Observe(rec.TTFT)
 		}
 	}
 	label := "other"
@@ -44,9 +46,9 @@ func (s *Server) account(rec *logsink.Record, up *upstream, upstreamDur time.Dur
 		slog.Int("status", rec.Status),
 		slog.Bool("stream", rec.Stream),
 		slog.String("tried", b2s(rec.Tried)),
-		slog.Int64("ttft_ms", rec.TTFTMs),
-		slog.Int64("latency_ms", rec.LatencyMs),
-		slog.Int64("upstream_us", upstreamDur.Microseconds()),
+		slog.Int64("ttft_ms", rec.TTFT.Milliseconds()),
+		slog.Int64("latency_ms", rec.Latency.Milliseconds()),
+		slog.Int64("upstream_us", upWait.Microseconds()),
 		slog.Int("bytes", size),
 		slog.String("error", b2s(rec.Error)),
 	)

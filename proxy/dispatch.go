@@ -198,7 +198,8 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 
 	t0 := time.Now()
 	err := x.roundTrip(up, req, resp, t0.Add(x.st.cfg.Check.RequestTimeout))
-	x.upWait += time.Since(t0)
+	wait := time.Since(t0)
+	x.upWait += wait
 	if why := x.cancelledWith(); why != nil {
 		return &attemptError{msg: up.cfg.Name + ": cancelled", cancelled: why, cause: err}
 	}
@@ -212,8 +213,8 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	if err := decodeAnswer(resp, x.st.cfg.Check.MaxResponseBytes); err != nil {
 		return upstreamFailure(up, err)
 	}
-	x.rec.TTFTMs = time.Since(x.start).Milliseconds()
-	x.served = up
+	x.rec.TTFT = time.Since(x.start)
+	x.served, x.servedWait = up, wait
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)

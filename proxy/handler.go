@@ -37,11 +37,13 @@ type exchange struct {
 	scr    []byte
 	rec    *logsink.Record
 	// served is the upstream that answered; upWait the time spent waiting
-	// on upstreams over all attempts (for Server-Timing and the log).
-	served *upstream
-	upWait time.Duration
-	attrs  []slog.Attr // access log scratch
-	rt     routeScratch
+	// on upstreams over all attempts (for Server-Timing); servedWait the
+	// part of it spent on the attempt that answered (the upstream's latency).
+	served     *upstream
+	upWait     time.Duration
+	servedWait time.Duration
+	attrs      []slog.Attr // access log scratch
+	rt         routeScratch
 
 	// conn is the upstream connection a non-stream attempt holds.
 	conn heldConn
@@ -68,7 +70,7 @@ func releaseExchange(x *exchange) {
 	x.req.reset()
 	x.arena.Reset()
 	x.rt.reset()
-	x.s, x.st, x.rec, x.key, x.served, x.upWait = nil, nil, nil, nil, nil, 0
+	x.s, x.st, x.rec, x.key, x.served, x.upWait, x.servedWait = nil, nil, nil, nil, nil, 0, 0
 	x.upBody, x.tried, x.cands, x.auth, x.scr = x.upBody[:0], x.tried[:0], x.cands[:0], x.auth[:0], x.scr[:0]
 	clear(x.seen)
 	x.seen = x.seen[:0]
@@ -188,7 +190,7 @@ func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
 	rec := x.rec
 	x.rec = nil
 	rec.Status = ctx.Response.StatusCode()
-	rec.LatencyMs = time.Since(x.start).Milliseconds()
+	rec.Latency = time.Since(x.start)
 	rec.Tried = x.closeTried(rec.Tried[:0])
 	body := x.upBody
 	if len(body) == 0 {
@@ -200,7 +202,7 @@ func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
 		x.scr = appendServerTiming(x.scr[:0], x.upWait, time.Since(x.start))
 		ctx.Response.Header.SetBytesV("Server-Timing", x.scr)
 	}
-	x.s.account(rec, x.served, x.upWait, len(rec.ResponseBody), &x.attrs)
+	x.s.account(rec, x.served, x.servedWait, len(rec.ResponseBody), &x.attrs)
 	x.s.put(rec)
 }
 

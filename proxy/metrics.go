@@ -201,7 +201,7 @@ type family struct{ typ, help string }
 // help), so /metrics stays valid exposition whatever is added to it.
 var families = map[string]family{
 	"gptapi_requests_total":             {"counter", "Requests answered, by route, model_match value that matched, upstream and status."},
-	"gptapi_upstream_latency_seconds":   {"histogram", "Time from the request's arrival to the last byte of the answer, by upstream that served it."},
+	"gptapi_upstream_latency_seconds":   {"histogram", "Time from sending the request to the upstream that served it to the last byte of its answer, by that upstream."},
 	"gptapi_ttft_seconds":               {"histogram", "Time from the request's arrival to the first byte of the answer (first content chunk for streams), by upstream."},
 	"gptapi_active_streams":             {"gauge", "Streams being relayed now."},
 	"gptapi_logsink_queue_depth":        {"gauge", "Request records waiting in memory for the database writer."},

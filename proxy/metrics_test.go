@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/logsink"
 )
 
 // promSample is one parsed line of the Prometheus text format.
@@ -247,4 +251,45 @@ func TestAppendExposition(t *testing.T) {
 		"# HELP gptapi_ttft_seconds "+families["gptapi_ttft_seconds"].help+"\n# TYPE gptapi_ttft_seconds histogram\n"+
 			"gptapi_ttft_seconds_bucket{le=\"+Inf\"} 1\ngptapi_ttft_seconds_sum 0.5\ngptapi_ttft_seconds_count 1\n")
 	f("", "")
+}
+
+// A sub-millisecond answer reaches the histograms as what it took, not as
+// 0: durations stay durations from the clock to Observe.
+func TestHistogramsKeepSubMillisecond(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	s.metrics = newServerMetrics(s)
+	up := &upstream{cfg: &configs.Client{Name: "fast"}, hists: new(upstreamStats)}
+	rec := logsink.AcquireRecord()
+	defer logsink.ReleaseRecord(rec)
+	rec.Endpoint, rec.Status = logsink.Chat, 200
+	rec.TTFT, rec.Latency = 300*time.Microsecond, 450*time.Microsecond
+	var attrs []slog.Attr
+	s.account(rec, up, 400*time.Microsecond, 2, &attrs)
+	if got := time.Duration(up.hists.latency.sumNs.Load()); got != 400*time.Microsecond {
+		t.Errorf("latency histogram sum %v, want 400µs", got)
+	}
+	if got := time.Duration(up.hists.ttft.sumNs.Load()); got != 300*time.Microsecond {
+		t.Errorf("ttft histogram sum %v, want 300µs", got)
+	}
+	if got := up.hists.latency.counts[0].Load(); got != 1 {
+		t.Errorf("le=0.001 latency bucket %d, want 1", got)
+	}
+
+	// Through a real exchange: a local upstream answers in well under a
+	// millisecond of its own, so a sum of 0 means the durations were cut
+	// to whole milliseconds on the way.
+	u := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"choices":[{"index":0,"message":{"content":"ok"}}]}`)
+	})
+	_, addr := startProxy(t, testConfig(u), nil)
+	if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	m := scrape(t, addr)
+	for _, name := range []string{"gptapi_upstream_latency_seconds_sum", "gptapi_ttft_seconds_sum"} {
+		if v, ok := promValue(m, name, map[string]string{"upstream": "up0"}); !ok || v <= 0 {
+			t.Errorf("%s = %v (%v), want above 0", name, v, ok)
+		}
+	}
 }

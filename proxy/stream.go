@@ -27,7 +27,8 @@ type streamBody struct {
 	hdr      fasthttp.ResponseHeader // the upstream's response header
 	body     bodyReader              // the upstream's body as the relay reads it
 	rec      *logsink.Record
-	start    time.Time
+	start    time.Time // the request's
+	upStart  time.Time // the upstream request's
 	firstEvt time.Time
 	cutting  atomic.Bool
 	attrs    []slog.Attr // access log scratch
@@ -115,8 +116,8 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		ctx.Response.Header.SetContentTypeBytes(sb.hdr.ContentType())
 		ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
 		ctx.Response.SetBody(x.scr)
-		x.rec.TTFTMs = time.Since(x.start).Milliseconds()
-		x.served = up
+		x.rec.TTFT = time.Since(x.start)
+		x.served, x.servedWait = up, time.Since(t0)
 		putStreamBody(sb)
 		return nil
 	}
@@ -148,7 +149,7 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		sb.conn.dc.dataStarted() // first_byte_timeout no longer applies
 	}
 
-	sb.s, sb.up, sb.start, sb.firstEvt = x.s, up, x.start, time.Now()
+	sb.s, sb.up, sb.start, sb.upStart, sb.firstEvt = x.s, up, x.start, t0, time.Now()
 	rec := x.rec
 	x.rec = nil
 	rec.Upstream = append(rec.Upstream[:0], up.cfg.Name...)
@@ -214,11 +215,11 @@ func (sb *streamBody) CloseWithError(err error) error {
 	if first.IsZero() {
 		first = sb.firstEvt
 	}
-	rec.TTFTMs = first.Sub(sb.start).Milliseconds()
-	rec.LatencyMs = sb.End.Sub(sb.start).Milliseconds()
+	rec.TTFT = first.Sub(sb.start)
+	rec.Latency = sb.End.Sub(sb.start)
 	rec.Chunks, sb.Collect = sb.Collect, nil
 	rec.ChunksCut = sb.CollectCut
-	s.account(rec, sb.up, sb.End.Sub(sb.start), len(rec.Chunks), &sb.attrs)
+	s.account(rec, sb.up, sb.End.Sub(sb.upStart), len(rec.Chunks), &sb.attrs)
 	putStreamBody(sb)
 	s.put(rec)
 	return nil

@@ -81,8 +81,8 @@ func TestPlainCallerLeaves(t *testing.T) {
 		t.Fatal("the upstream connection was not closed within 2s of the caller leaving")
 	}
 	rec := sink.wait(t)
-	if rec.Status != 499 || rec.LatencyMs > 1500 {
-		t.Fatalf("record status %d latency %d ms error %q", rec.Status, rec.LatencyMs, rec.Error)
+	if rec.Status != 499 || rec.Latency > 1500*time.Millisecond {
+		t.Fatalf("record status %d latency %v error %q", rec.Status, rec.Latency, rec.Error)
 	}
 }
 
