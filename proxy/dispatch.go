@@ -12,7 +12,6 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 
-	"github.com/gptapi/gptapi/internal/jsonw"
 	"github.com/gptapi/gptapi/logsink"
 	"github.com/gptapi/gptapi/sse"
 )
@@ -43,7 +42,6 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 	st := x.st
 	chk := &st.cfg.Check
 	model := x.req.model
-	x.tried = append(x.tried[:0], '[')
 	if !x.req.stream {
 		x.beginWait(ctx)
 		defer x.endWait()
@@ -70,7 +68,7 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 		x.order(hop)
 		for _, i := range x.cands {
 			up := st.upstreams[i]
-			x.addTried(up.cfg.Name, model)
+			x.out.tried.add(up.cfg.Name, model)
 			var err *attemptError
 			up.hists.load.Begin()
 			if x.req.stream {
@@ -78,8 +76,8 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 			} else {
 				err = x.tryPlain(ctx, up, model)
 			}
-			if err != nil || x.rec != nil {
-				up.hists.load.End() // else a stream took it along and ends it
+			if err != nil || !x.relayed {
+				up.hists.load.End() // else the stream ends it
 			}
 			if err != nil && err.cancelled != nil {
 				x.abandon(ctx, err.cancelled)
@@ -89,10 +87,6 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 			if err == nil {
 				h.Succeed()
 				x.learn(ctx, i)
-				if x.rec != nil { // a stream took its record along
-					x.rec.Upstream = append(x.rec.Upstream[:0], up.cfg.Name...)
-					x.rec.ServedModel = append(x.rec.ServedModel[:0], model...)
-				}
 				return
 			}
 			now := time.Now()
@@ -111,8 +105,7 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 		}
 		model = s2b(fallback)
 	}
-	x.scr = x.closeTried(x.scr[:0])
-	x.fail(ctx, allFailed(x.req.model, last, last != nil && last.timeout, x.scr))
+	x.fail(ctx, allFailed(x.req.model, last, last != nil && last.timeout, &x.out.tried))
 }
 
 func (x *exchange) seenModel(m string) bool {
@@ -124,10 +117,10 @@ func (x *exchange) seenModel(m string) bool {
 	return false
 }
 
-// fail answers with e and notes it in the record.
+// fail answers with e; its text is the record's error.
 func (x *exchange) fail(ctx *fasthttp.RequestCtx, e *apiError) {
 	writeError(ctx, e)
-	x.rec.Error = append(x.rec.Error[:0], e.Message...)
+	x.out.err = e.Message
 }
 
 var (
@@ -147,21 +140,6 @@ func (x *exchange) abandon(ctx *fasthttp.RequestCtx, why error) {
 		return
 	}
 	x.fail(ctx, errLeft)
-}
-
-func (x *exchange) addTried(name string, model []byte) {
-	if len(x.tried) > 1 {
-		x.tried = append(x.tried, ',')
-	}
-	x.scr = append(append(append(x.scr[:0], name...), '/'), model...)
-	x.tried = jsonw.AppendString(x.tried, x.scr)
-}
-
-func (x *exchange) closeTried(dst []byte) []byte {
-	if len(x.tried) == 0 {
-		return append(dst, "[]"...)
-	}
-	return append(append(dst, x.tried...), ']')
 }
 
 // prepare fills the upstream request of one attempt.
@@ -213,8 +191,8 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	if err := decodeAnswer(resp, x.st.cfg.Check.MaxResponseBytes); err != nil {
 		return upstreamFailure(up, err)
 	}
-	x.rec.TTFT = time.Since(x.start)
-	x.served, x.servedWait = up, wait
+	x.out.ttft = time.Since(x.out.start)
+	x.out.up, x.out.upWait = up, wait
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)

@@ -13,7 +13,10 @@ type apiError struct {
 	Type    string
 	Code    string
 	Message string
-	Tried   []byte // JSON array of "client/model" entries, only for all-failed
+	// Tried is the path of an all-failed request, shown in the body as
+	// "tried"; nil for every other error. It is the exchange's own list:
+	// the error is written before the handler returns.
+	Tried *triedPath
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -51,9 +54,9 @@ func modelNotFound(model []byte) *apiError {
 }
 
 // allFailed builds the error for a request every candidate and fallback
-// failed. tried is the JSON array text of the path taken; the message ends
-// with it so a log line alone tells the story.
-func allFailed(model []byte, last error, timeout bool, tried []byte) *apiError {
+// failed. tried is the path taken; the message ends with it so a log line
+// alone tells the story.
+func allFailed(model []byte, last error, timeout bool, tried *triedPath) *apiError {
 	status := fasthttp.StatusBadGateway
 	if timeout {
 		status = fasthttp.StatusGatewayTimeout
@@ -62,32 +65,8 @@ func allFailed(model []byte, last error, timeout bool, tried []byte) *apiError {
 	if last != nil {
 		msg += " (last error: " + last.Error() + ")"
 	}
-	msg += ". Tried: " + string(triedMessage(nil, tried))
-	return &apiError{Status: status, Type: typeUpstream, Code: "all_upstreams_failed", Message: msg,
-		Tried: append([]byte(nil), tried...)}
-}
-
-// triedMessage renders the compact JSON array `["a/m","b/m"]` as the SPEC's
-// human form `["a/m", "b/m"]`.
-func triedMessage(dst, tried []byte) []byte {
-	if len(tried) == 0 {
-		return append(dst, "[]"...)
-	}
-	inStr, esc := false, false
-	for _, c := range tried {
-		dst = append(dst, c)
-		switch {
-		case esc:
-			esc = false
-		case c == '\\' && inStr:
-			esc = true
-		case c == '"':
-			inStr = !inStr
-		case c == ',' && !inStr:
-			dst = append(dst, ' ')
-		}
-	}
-	return dst
+	msg += ". Tried: " + string(tried.appendText(nil))
+	return &apiError{Status: status, Type: typeUpstream, Code: "all_upstreams_failed", Message: msg, Tried: tried}
 }
 
 // appendErrorJSON appends the OpenAI-shaped body of e.
@@ -101,7 +80,7 @@ func appendErrorJSON(dst []byte, e *apiError) []byte {
 	dst = append(dst, `,"param":null`...)
 	if e.Tried != nil {
 		dst = append(dst, `,"tried":`...)
-		dst = append(dst, e.Tried...)
+		dst = e.Tried.appendJSON(dst)
 	}
 	return append(dst, "}}"...)
 }

@@ -24,26 +24,26 @@ import (
 type exchange struct {
 	s      *Server
 	st     *state
-	start  time.Time
 	req    request
 	parser fastjson.Parser
 	arena  fastjson.Arena
 	upBody []byte
-	tried  []byte // JSON array text without its closing bracket
 	cands  []int
 	seen   []string // models routed on, for fallback cycles
 	key    []byte   // caller's bearer key; points into the request headers
 	auth   []byte   // "Bearer <caller key>"
 	scr    []byte
-	rec    *logsink.Record
-	// served is the upstream that answered; upWait the time spent waiting
-	// on upstreams over all attempts (for Server-Timing); servedWait the
-	// part of it spent on the attempt that answered (the upstream's latency).
-	served     *upstream
-	upWait     time.Duration
-	servedWait time.Duration
-	attrs      []slog.Attr // access log scratch
-	rt         routeScratch
+	// rec is the request's record and out how the exchange went, which
+	// finish writes into it. relayed: a stream took both along; it
+	// finishes the record when it ends.
+	rec     *logsink.Record
+	out     outcome
+	relayed bool
+	// upWait is the time spent waiting on upstreams over all attempts
+	// (for Server-Timing).
+	upWait time.Duration
+	attrs  []slog.Attr // access log scratch
+	rt     routeScratch
 
 	// conn is the upstream connection a non-stream attempt holds.
 	conn heldConn
@@ -62,7 +62,7 @@ func (s *Server) acquireExchange() *exchange {
 	x := exchangePool.Get().(*exchange)
 	x.s = s
 	x.st = s.state.Load()
-	x.start = time.Now()
+	x.out.start = time.Now()
 	return x
 }
 
@@ -70,8 +70,9 @@ func releaseExchange(x *exchange) {
 	x.req.reset()
 	x.arena.Reset()
 	x.rt.reset()
-	x.s, x.st, x.rec, x.key, x.served, x.upWait, x.servedWait = nil, nil, nil, nil, nil, 0, 0
-	x.upBody, x.tried, x.cands, x.auth, x.scr = x.upBody[:0], x.tried[:0], x.cands[:0], x.auth[:0], x.scr[:0]
+	x.out.reset()
+	x.s, x.st, x.rec, x.key, x.relayed, x.upWait = nil, nil, nil, nil, false, 0
+	x.upBody, x.cands, x.auth, x.scr = x.upBody[:0], x.cands[:0], x.auth[:0], x.scr[:0]
 	clear(x.seen)
 	x.seen = x.seen[:0]
 	exchangePool.Put(x)
@@ -164,7 +165,7 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	s.unfinished.Add(1)
 	x.rec = rec
 	rec.RequestID = append(rec.RequestID[:0], id...)
-	rec.TsMs = x.start.UnixMilli()
+	rec.TsMs = x.out.start.UnixMilli()
 	rec.ClientIP = x.st.appendClientIP(rec.ClientIP[:0], ctx)
 	if len(x.key) > 0 {
 		rec.HasKey = true
@@ -179,31 +180,29 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	}
 
 	x.dispatch(ctx)
-	if x.rec != nil {
-		// Not handed to a stream: the answer is complete.
-		x.finishRecord(ctx)
+	if !x.relayed {
+		x.finish(ctx)
 	}
 }
 
-// finishRecord completes a non-stream record and hands it to the sink.
-func (x *exchange) finishRecord(ctx *fasthttp.RequestCtx) {
+// finish ends an exchange whose answer is complete in ctx: it adds the
+// bodies to the record and hands it to Server.finish.
+func (x *exchange) finish(ctx *fasthttp.RequestCtx) {
+	end := time.Now()
 	rec := x.rec
 	x.rec = nil
-	rec.Status = ctx.Response.StatusCode()
-	rec.Latency = time.Since(x.start)
-	rec.Tried = x.closeTried(rec.Tried[:0])
 	body := x.upBody
 	if len(body) == 0 {
 		body = ctx.PostBody()
 	}
 	rec.RequestBody = x.appendLoggedBody(rec.RequestBody[:0], body)
 	rec.ResponseBody = append(rec.ResponseBody[:0], ctx.Response.Body()...)
-	if x.served != nil {
-		x.scr = appendServerTiming(x.scr[:0], x.upWait, time.Since(x.start))
+	if x.out.up != nil {
+		x.scr = appendServerTiming(x.scr[:0], x.upWait, end.Sub(x.out.start))
 		ctx.Response.Header.SetBytesV("Server-Timing", x.scr)
 	}
-	x.s.account(rec, x.served, x.servedWait, len(rec.ResponseBody), &x.attrs)
-	x.s.put(rec)
+	x.out.status = ctx.Response.StatusCode()
+	x.s.finish(rec, &x.out, end, len(rec.ResponseBody), &x.attrs)
 }
 
 // appendLoggedBody appends what the record needs of a request body: the

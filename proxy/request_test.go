@@ -170,7 +170,10 @@ func TestParseSmallValuesCheap(t *testing.T) {
 }
 
 func TestErrorBody(t *testing.T) {
-	tried := []byte(`["fleet-a/qwen-72b","fleet-b/qwen-72b","backup/gpt-4o-mini"]`)
+	tried := new(triedPath)
+	tried.add("fleet-a", []byte("qwen-72b"))
+	tried.add("fleet-b", []byte("qwen-72b"))
+	tried.add("backup", []byte("gpt-4o-mini"))
 	e := allFailed([]byte("qwen-72b"), &attemptError{msg: "backup: timeout", timeout: true}, true, tried)
 	if e.Status != 504 {
 		t.Errorf("status %d, want 504 after a timeout", e.Status)

@@ -64,7 +64,7 @@ func (x *exchange) order(hop int) {
 	}
 	r := x.st.table.Route(x.cands, time.Now(), p)
 	if hop == 0 {
-		x.rec.Route = routeOf[r]
+		x.out.route = routeOf[r]
 		x.s.metrics.routes[r].Add(1)
 	}
 }

@@ -21,14 +21,15 @@ import (
 // connection. It holds no RequestCtx.
 type streamBody struct {
 	sse.Relay
-	s        *Server
-	up       *upstream
-	conn     heldConn                // the upstream connection the stream is read from
-	hdr      fasthttp.ResponseHeader // the upstream's response header
-	body     bodyReader              // the upstream's body as the relay reads it
+	s    *Server
+	conn heldConn                // the upstream connection the stream is read from
+	hdr  fasthttp.ResponseHeader // the upstream's response header
+	body bodyReader              // the upstream's body as the relay reads it
+	// rec and out are the exchange's record and how it went, taken
+	// along; CloseWithError finishes them.
 	rec      *logsink.Record
-	start    time.Time // the request's
-	upStart  time.Time // the upstream request's
+	out      outcome
+	upStart  time.Time // when the upstream was sent the request
 	firstEvt time.Time
 	cutting  atomic.Bool
 	attrs    []slog.Attr // access log scratch
@@ -42,7 +43,8 @@ var streamBodyPool = sync.Pool{New: func() any {
 
 // putStreamBody returns an unused or finished body to the pool.
 func putStreamBody(sb *streamBody) {
-	sb.s, sb.up, sb.rec = nil, nil, nil
+	sb.s, sb.rec = nil, nil
+	sb.out.reset()
 	sb.body = bodyReader{}
 	sb.cutting.Store(false)
 	streamBodyPool.Put(sb)
@@ -116,8 +118,8 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		ctx.Response.Header.SetContentTypeBytes(sb.hdr.ContentType())
 		ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
 		ctx.Response.SetBody(x.scr)
-		x.rec.TTFT = time.Since(x.start)
-		x.served, x.servedWait = up, time.Since(t0)
+		x.out.ttft = time.Since(x.out.start)
+		x.out.up, x.out.upWait = up, time.Since(t0)
 		putStreamBody(sb)
 		return nil
 	}
@@ -149,14 +151,12 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		sb.conn.dc.dataStarted() // first_byte_timeout no longer applies
 	}
 
-	sb.s, sb.up, sb.start, sb.upStart, sb.firstEvt = x.s, up, x.start, t0, time.Now()
-	rec := x.rec
-	x.rec = nil
-	rec.Upstream = append(rec.Upstream[:0], up.cfg.Name...)
-	rec.ServedModel = append(rec.ServedModel[:0], model...)
-	rec.Tried = x.closeTried(rec.Tried[:0])
-	rec.RequestBody = x.appendLoggedBody(rec.RequestBody[:0], x.upBody)
-	sb.rec = rec
+	sb.s, sb.upStart, sb.firstEvt = x.s, t0, time.Now()
+	x.out.up = up
+	x.rec.RequestBody = x.appendLoggedBody(x.rec.RequestBody[:0], x.upBody)
+	sb.rec, x.rec = x.rec, nil
+	sb.out, x.out = x.out, sb.out
+	x.relayed = true
 
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.Header.SetContentType("text/event-stream")
@@ -181,31 +181,28 @@ func bodyLength(hdr *fasthttp.ResponseHeader) int {
 // CloseWithError is called once by fasthttp when the body is done (err is
 // the write error, if any). It frees the upstream and sends the record.
 func (sb *streamBody) CloseWithError(err error) error {
-	s, rec := sb.s, sb.rec
+	s, rec, o := sb.s, sb.rec, &sb.out
 	s.streams.remove(sb)
 	s.metrics.active.Add(-1)
-	sb.up.hists.load.End()
+	o.up.hists.load.End()
 	if sb.End.IsZero() {
 		sb.End = time.Now()
 	}
 	reuse := false
 	switch {
 	case sb.cutting.Load():
-		rec.Status = fasthttp.StatusBadGateway
-		rec.Error = append(rec.Error[:0], streamError(errShutdown).Message...)
+		o.status, o.err = fasthttp.StatusBadGateway, streamError(errShutdown).Message
 	case sb.WriteErr != nil || (err != nil && sb.ReadErr == nil):
 		gone := errCallerGone
 		if isTimeout(sb.WriteErr) || isTimeout(err) {
 			gone = errCallerStalled
 		}
-		rec.Status = 499
-		rec.Error = append(rec.Error[:0], gone.Error()...)
+		o.status, o.err = 499, gone.Error()
 	case sb.ReadErr != nil:
 		e := streamError(sb.ReadErr)
-		rec.Status = e.Status
-		rec.Error = append(rec.Error[:0], e.Message...)
+		o.status, o.err = e.Status, e.Message
 	default:
-		rec.Status = fasthttp.StatusOK
+		o.status = fasthttp.StatusOK
 		reuse = sb.DrainErr == nil && reusable(&sb.hdr, &sb.body)
 	}
 	// Pooled only when read to its end; else closed, not drained, so the
@@ -215,13 +212,11 @@ func (sb *streamBody) CloseWithError(err error) error {
 	if first.IsZero() {
 		first = sb.firstEvt
 	}
-	rec.TTFT = first.Sub(sb.start)
-	rec.Latency = sb.End.Sub(sb.start)
+	o.ttft, o.upWait = first.Sub(o.start), sb.End.Sub(sb.upStart)
 	rec.Chunks, sb.Collect = sb.Collect, nil
 	rec.ChunksCut = sb.CollectCut
-	s.account(rec, sb.up, sb.End.Sub(sb.upStart), len(rec.Chunks), &sb.attrs)
+	s.finish(rec, o, sb.End, len(rec.Chunks), &sb.attrs)
 	putStreamBody(sb)
-	s.put(rec)
 	return nil
 }
 
