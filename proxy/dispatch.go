@@ -12,7 +12,6 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 
-	"github.com/gptapi/gptapi/logsink"
 	"github.com/gptapi/gptapi/sse"
 )
 
@@ -197,7 +196,7 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
 	body := resp.Body()
-	if status/100 == 2 && (up.cfg.SpecialPrefix != "" || up.cfg.Model != "") && x.req.endpoint <= logsink.Completions {
+	if status/100 == 2 && (up.cfg.SpecialPrefix != "" || up.cfg.Model != "") && apis[x.req.endpoint].generates {
 		restore := x.req.model
 		if up.cfg.Model == "" {
 			restore = nil

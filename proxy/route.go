@@ -85,14 +85,6 @@ const (
 	partSep  = "\x1f"
 )
 
-// promptFields are the members that make the prompt of the endpoints
-// other than chat, in order.
-var promptFields = [...][]string{
-	logsink.Completions: {"prompt"},
-	logsink.Embeddings:  {"input"},
-	logsink.Rerank:      {"query", "documents"},
-}
-
 // promptKeys cuts the prompt as sent upstream into the prefix strategy's
 // block keys, once per request: chat, the preprocessed messages in order
 // with their roles (the placement key runs through the first user
@@ -114,8 +106,8 @@ func (x *exchange) promptKeys() *selector.Prompt {
 	p.Reset(rc.BlockBytes, rc.KeyBytes, msgs != nil)
 	if msgs != nil {
 		x.addMessages(p, msgs)
-	} else if int(x.req.endpoint) < len(promptFields) {
-		for _, name := range promptFields[x.req.endpoint] {
+	} else {
+		for _, name := range apis[x.req.endpoint].prompt {
 			var v []byte
 			v, rs.scr = x.req.promptMember(name, rs.scr[:0])
 			p.Add(v)

@@ -13,7 +13,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/configs"
-	"github.com/gptapi/gptapi/logsink"
 )
 
 // upstream is one configured client: where to send, how to authorize, and
@@ -28,8 +27,9 @@ type upstream struct {
 	path       string // base_url path, e.g. "/v1"
 	tls        bool
 
-	// uris are the request paths per endpoint, e.g. "/v1/chat/completions".
-	uris      [5]string
+	// uris are the request paths per endpoint (apis), e.g.
+	// "/v1/chat/completions".
+	uris      [len(apis)]string
 	modelsURI string
 
 	// auth is the ready "Bearer <api_key>" header value, empty when the
@@ -67,10 +67,11 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 			up.host += ":80"
 		}
 	}
-	up.uris[logsink.Chat] = up.path + "/chat/completions"
-	up.uris[logsink.Completions] = up.path + "/completions"
-	up.uris[logsink.Embeddings] = up.path + "/embeddings"
-	up.uris[logsink.Rerank] = up.path + "/rerank"
+	for ep, a := range apis {
+		if a.path != "" {
+			up.uris[ep] = up.path + a.path
+		}
+	}
 	up.modelsURI = up.path + "/models"
 	if c.KeyMode != configs.KeyModePassthrough && c.APIKey != "" {
 		up.auth = "Bearer " + c.APIKey
