@@ -182,5 +182,6 @@ func (p *Prompt) firstPastKey() int {
 	return j
 }
 
-// s2b views s as bytes; the bytes must not be written.
+// s2b views s as bytes for the hash, which only reads them: unsafe here
+// reinterprets a Go string's own bytes, nothing of another module.
 func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
