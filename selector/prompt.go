@@ -2,7 +2,6 @@ package selector
 
 import (
 	"math"
-	"unsafe"
 
 	"github.com/zeebo/xxh3"
 )
@@ -76,7 +75,14 @@ func (p *Prompt) Reset(blockBytes, keyBytes int, marked bool) {
 }
 
 // Add appends b to the prompt.
-func (p *Prompt) Add(b []byte) {
+func (p *Prompt) Add(b []byte) { add(p, b) }
+
+// AddString appends s to the prompt.
+func (p *Prompt) AddString(s string) { add(p, s) }
+
+// add is Add for either form of bytes, so strings are hashed where they
+// are, without a copy or a view through unsafe.
+func add[T string | []byte](p *Prompt, b T) {
 	for len(b) > 0 {
 		if len(p.keys) == cap(p.keys) {
 			p.off += len(b) // past MaxPromptBlocks: count, don't hash
@@ -88,7 +94,7 @@ func (p *Prompt) Add(b []byte) {
 		}
 		if len(p.buf) == 0 && n >= p.block {
 			// A whole block straight from b: no copy.
-			p.fullBlock(b[:p.block])
+			p.keyBlock(hashSeed(b[:p.block], p.prev))
 			b = b[p.block:]
 			p.off += p.block
 		} else {
@@ -97,7 +103,7 @@ func (p *Prompt) Add(b []byte) {
 			b = b[n:]
 			p.off += n
 			if len(p.buf) == p.block {
-				p.fullBlock(p.buf)
+				p.keyBlock(xxh3.HashSeed(p.buf, p.prev))
 				p.buf = p.buf[:0]
 			}
 		}
@@ -107,12 +113,17 @@ func (p *Prompt) Add(b []byte) {
 	}
 }
 
-// AddString appends s to the prompt.
-func (p *Prompt) AddString(s string) { p.Add(s2b(s)) }
+// keyBlock records the key of the block just hashed.
+func (p *Prompt) keyBlock(key uint64) {
+	p.prev = key
+	p.keys = append(p.keys, key)
+}
 
-func (p *Prompt) fullBlock(b []byte) {
-	p.prev = xxh3.HashSeed(b, p.prev)
-	p.keys = append(p.keys, p.prev)
+func hashSeed[T string | []byte](b T, seed uint64) uint64 {
+	if s, ok := any(b).(string); ok {
+		return xxh3.HashStringSeed(s, seed)
+	}
+	return xxh3.HashSeed([]byte(b), seed)
 }
 
 // StartKey marks where the placement key's last part starts: it ends at most
@@ -181,7 +192,3 @@ func (p *Prompt) firstPastKey() int {
 	}
 	return j
 }
-
-// s2b views s as bytes for the hash, which only reads them: unsafe here
-// reinterprets a Go string's own bytes, nothing of another module.
-func s2b(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
