@@ -16,11 +16,21 @@ import (
 	_ "github.com/mattn/go-sqlite3" // registers the sqlite3 driver
 )
 
-// dsnParams: WAL so readers never block the writer, NORMAL sync (durable at
-// checkpoints, never corrupt), a busy timeout for other connections (a
-// reader's `sqlite3` shell), and BEGIN IMMEDIATE so a transaction takes the
-// write lock at its start instead of failing half way.
-const dsnParams = "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000&_txlock=immediate"
+// dsnParams: NORMAL sync (durable at checkpoints, never corrupt in WAL
+// mode), a busy timeout for other connections (a reader's `sqlite3` shell),
+// and BEGIN IMMEDIATE so a transaction takes the write lock at its start
+// instead of failing half way. WAL is set by filePragmas, after the page
+// size, which WAL mode freezes.
+const dsnParams = "?_synchronous=NORMAL&_busy_timeout=5000&_txlock=immediate"
+
+// filePragmas run first on every file opened. A new file gets 16 KiB pages:
+// a commit writes each dirty page to the WAL in its own system calls, and
+// records of a few KB fill 4 KiB pages (SQLite's default) four times as
+// often (BenchmarkInsert: 10.5 -> 7.6 us of CPU per ~1 KB row). An existing
+// file keeps its page size: SQLite ignores the pragma once a file has
+// tables. Then WAL, so readers never block the writer; the mode is stored
+// in the file.
+const filePragmas = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL;"
 
 // columns are the columns of table requests after id, in insert order, with
 // the declaration used to create them or add them to an older file.
@@ -162,6 +172,9 @@ func openStore(path, node string, now month) (*sqliteStore, error) {
 }
 
 func (st *sqliteStore) init(now month) error {
+	if _, err := st.db.Exec(filePragmas); err != nil {
+		return fmt.Errorf("cannot set page size and WAL: %w", err)
+	}
 	if _, err := st.db.Exec(createSQL); err != nil {
 		return fmt.Errorf("cannot create tables: %w", err)
 	}
