@@ -94,6 +94,11 @@ type Sink struct {
 	q  chan *Record
 	sp *spiller
 	w  *writer
+	// full wakes the writer when a batch is queued. Otherwise it sleeps
+	// until its flush tick: a writer woken for every record costs each
+	// request a goroutine switch, and with more than one P a thread
+	// woken by futex, to handle one record.
+	full chan struct{}
 
 	// inflight counts Puts between their check of closed and their send,
 	// so that Close knows when no send can still land in the queue.
@@ -179,6 +184,7 @@ func Open(o Options) (*Sink, error) {
 	s := &Sink{
 		o:    o,
 		q:    make(chan *Record, o.QueueSize),
+		full: make(chan struct{}, 1),
 		sp:   sp,
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
@@ -209,6 +215,12 @@ func (s *Sink) Put(r *Record) {
 		select {
 		case s.q <- r:
 			s.inflight.Add(-1)
+			if len(s.q) >= s.o.BatchSize {
+				select {
+				case s.full <- struct{}{}:
+				default: // already woken
+				}
+			}
 			return
 		default:
 		}
@@ -334,12 +346,10 @@ func (w *writer) run() {
 	defer tick.Stop()
 	for {
 		select {
-		case r := <-w.s.q:
-			w.add(r)
-			if w.n >= w.s.o.BatchSize {
-				w.flush()
-			}
+		case <-w.s.full:
+			w.take()
 		case <-tick.C:
+			w.take()
 			w.flush()
 			if len(w.s.q) == 0 && w.s.sp.pending() {
 				w.replay()
@@ -347,6 +357,17 @@ func (w *writer) run() {
 		case <-w.s.stop:
 			w.finish()
 			return
+		}
+	}
+}
+
+// take moves the records queued now into the batch, writing each batch
+// that fills.
+func (w *writer) take() {
+	for n := len(w.s.q); n > 0; n-- {
+		w.add(<-w.s.q)
+		if w.n >= w.s.o.BatchSize {
+			w.flush()
 		}
 	}
 }

@@ -261,7 +261,7 @@ func TestRotationClock(t *testing.T) {
 			s.Put(smallRecord(AcquireRecord(), fmt.Sprintf("oct-%d", i), clk.ms()))
 		}
 		if queued {
-			waitFor(t, "october records taken", func() bool { return s.QueueDepth() == 0 })
+			// in memory until Close: an hour's tick, a batch of 1000
 			if s.Written() != 0 {
 				t.Fatal("records written before their batch was full")
 			}
@@ -768,4 +768,26 @@ func TestAddYields(t *testing.T) {
 	if n != 10 {
 		t.Fatalf("%d yields for %d rows, want 10", n, 10*yieldRows)
 	}
+}
+
+// TestWriterWakesPerBatch: the writer sleeps while a batch is filling (a
+// wake per record costs every request a goroutine switch) and writes the
+// batch as soon as it is full, long before its flush tick.
+func TestWriterWakesPerBatch(t *testing.T) {
+	o := testOptions(t)
+	o.FlushInterval, o.BatchSize = time.Hour, 64
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range o.BatchSize - 1 {
+		s.Put(smallRecord(AcquireRecord(), fmt.Sprint("r-", i), int64(i)))
+	}
+	// nobody woke the writer to take them
+	if d := s.QueueDepth(); d != o.BatchSize-1 {
+		t.Fatalf("queue depth %d, want %d", d, o.BatchSize-1)
+	}
+	s.Put(smallRecord(AcquireRecord(), "last", 1))
+	waitFor(t, "the full batch written", func() bool { return s.Written() == uint64(o.BatchSize) })
 }
