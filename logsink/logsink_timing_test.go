@@ -289,7 +289,10 @@ func BenchmarkInsert(b *testing.B) {
 	b.Run("driver", func(b *testing.B) {
 		run(b, func(st *sqliteStore) error {
 			st.storeBodies = true
-			return st.insert(context.Background(), rows)
+			// as the writer calls it: with a deadline (WriteTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			return st.insert(ctx, rows)
 		})
 	})
 }

@@ -290,8 +290,18 @@ func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
 			panic(fmt.Sprintf("BUG: sqlite3 statement %T lacks ExecContext", stmt))
 		}
 		for i := range rows {
+			// ctx is checked here, not handed to the driver: go-sqlite3
+			// runs a statement given a cancellable context on a goroutine
+			// of its own, to interrupt it; two goroutine switches a row
+			// (BenchmarkInsert/driver: 14-16 -> 8 us of CPU per row).
+			// Stopping between rows is as prompt: a row is microseconds.
+			if err := ctx.Err(); err != nil {
+				_ = stmt.Close()
+				_ = tx.Rollback()
+				return err
+			}
 			args = rows[i].appendArgs(args[:0], st.storeBodies, st.node)
-			if _, err := exec.ExecContext(ctx, args); err != nil {
+			if _, err := exec.ExecContext(context.Background(), args); err != nil {
 				_ = stmt.Close()
 				_ = tx.Rollback()
 				return err
