@@ -119,25 +119,17 @@ func (h *heldConn) send(p *upPool, req *fasthttp.Request, deadline time.Time) er
 		return err
 	}
 	h.p, h.pc, h.dc = p, pc, deadlineOf(pc.nc)
-	wd := deadline
-	if h.dc != nil && h.dc.firstByte > 0 {
-		// An upstream that does not take the request is as bad as one
-		// that does not answer it.
-		if fb := time.Now().Add(h.dc.firstByte); wd.IsZero() || fb.Before(wd) {
-			wd = fb
-		}
-	}
-	if err = pc.nc.SetWriteDeadline(wd); err == nil {
+	// One deadline for the write and the answer's first byte (deadlineConn
+	// starts first_byte_timeout here): an upstream that does not take the
+	// request is as bad as one that does not answer it, and the netpoller
+	// keeps one timer for both when they are equal.
+	if err = pc.nc.SetDeadline(deadline); err == nil {
 		bw := p.hc.AcquireWriter(pc.nc)
 		err = req.Write(bw)
 		if err == nil {
 			err = bw.Flush()
 		}
 		p.hc.ReleaseWriter(bw)
-	}
-	if err == nil {
-		// deadlineConn starts first_byte_timeout here.
-		err = pc.nc.SetReadDeadline(deadline)
 	}
 	h.br = p.hc.AcquireReader(pc.nc)
 	return err
