@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -164,7 +165,8 @@ type deadlineConn struct {
 	firstByte, idle time.Duration
 	abs             time.Time // deadline asked for; zero = none
 	phase           uint8     // phaseHead, phaseFirstEvent or phaseFlowing
-	crlf            uint8     // bytes of "\r\n\r\n" matched at the end of what was read
+	tail            [3]byte   // the last bytes read in phaseHead, for a blank line split across reads
+	tailN           uint8
 }
 
 const (
@@ -188,7 +190,7 @@ func (c *deadlineConn) SetDeadline(t time.Time) error {
 }
 
 func (c *deadlineConn) start(t time.Time, set func(time.Time) error) error {
-	c.abs, c.phase, c.crlf = t, phaseHead, 0
+	c.abs, c.phase, c.tailN = t, phaseHead, 0
 	if c.firstByte > 0 {
 		if fb := time.Now().Add(c.firstByte); t.IsZero() || fb.Before(t) {
 			t = fb
@@ -225,24 +227,23 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 // it a plain answer's body is bounded by the request's deadline only; a
 // stream keeps the first-byte deadline until its first data event.
 func (c *deadlineConn) scanHead(b []byte) {
-	const end = "\r\n\r\n"
-	for _, ch := range b {
-		switch {
-		case ch == end[c.crlf]:
-			c.crlf++
-		case ch == '\r':
-			c.crlf = 1
-		default:
-			c.crlf = 0
+	const blank = "\r\n\r\n"
+	// the line may start in the last read: look where the two meet
+	var seam [6]byte
+	n := copy(seam[:], c.tail[:c.tailN])
+	n += copy(seam[n:], b[:min(len(b), 3)])
+	if !bytes.Contains(seam[:n], []byte(blank)) && !bytes.Contains(b, []byte(blank)) {
+		if len(b) >= 3 {
+			c.tailN = uint8(copy(c.tail[:], b[len(b)-3:]))
+		} else {
+			c.tailN = uint8(copy(c.tail[:], seam[max(0, n-3):n]))
 		}
-		if c.crlf == 4 {
-			if c.idle > 0 {
-				c.phase = phaseFirstEvent
-			} else {
-				c.phase = phaseFlowing
-				_ = c.Conn.SetReadDeadline(c.abs)
-			}
-			return
-		}
+		return
+	}
+	if c.idle > 0 {
+		c.phase = phaseFirstEvent
+	} else {
+		c.phase = phaseFlowing
+		_ = c.Conn.SetReadDeadline(c.abs)
 	}
 }
