@@ -472,10 +472,11 @@ def models_group(R):
 
 # ====================================================================== non-stream cancel
 
-def _plain_caller(port, model, req_id):
-    """A non-stream chat request on a raw socket, left open."""
+def _plain_caller(port, model, req_id, stream=False):
+    """A chat request (non-stream unless stream) on a raw socket, left open."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    body = ('{"model":"%s","messages":[{"role":"user","content":"hi"}]}' % model).encode()
+    body = ('{"model":"%s","stream":%s,"messages":[{"role":"user","content":"hi"}]}'
+            % (model, "true" if stream else "false")).encode()
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
               b"Content-Type: application/json\r\nX-Request-Id: " + req_id.encode() +
               b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -506,6 +507,31 @@ def cancel_group(R):
         row = gw.row(req_id, timeout=10)
         eq(row["status"], 499, "record status of a non-stream caller that left")
         ensure(row["latency_ms"] < 3000, "record latency %s ms" % row["latency_ms"])
+
+    @R.check("keepword.cancel.stream_caller_leaves_before_first_event_499")
+    def _():
+        # Headers at once, the first event after 8s (a long prefill); the
+        # caller leaves after 1s. first_byte_timeout is longer than the
+        # prefill: only noticing the caller can end the wait early.
+        gw = R.gateway("kw-leave-stream", {"check_config": {"first_byte_timeout": "20s", "request_timeout": "30s"},
+                                           "openai_clients": [client("h", mH, ["m-hold"])]})
+        gw.ensure()
+        mH.reset()
+        mH.always(Sse(chat_chunks("m-hold", ["late"]), head_delay=8))
+        req_id = rid("leave-stream")
+        s = _plain_caller(gw.port, "m-hold", req_id, stream=True)
+        wait_until(lambda: mH.calls("/chat/completions"), 5, 0.05, "the request to reach the upstream")
+        time.sleep(1)
+        s.close()
+        up = mH.last("/chat/completions")
+        wait_until(lambda: up.peer_closed_at or up.sent, 10, 0.05,
+                   "the upstream to see its connection closed or to send its first event")
+        ensure(up.peer_closed_at is not None,
+               "the upstream went on to its first event: gptapi did not cancel it when the caller left")
+        ensure(up.peer_closed_at - up.t < 3, "cancelled %.1fs after the request" % (up.peer_closed_at - up.t))
+        row = gw.row(req_id, timeout=10)
+        eq(row["status"], 499, "record status of a stream caller that left before the first event")
+        eq(row["stream"], 1, "record stream flag")
 
     @R.check("keepword.cancel.plain_cut_at_shutdown_502")
     def _():

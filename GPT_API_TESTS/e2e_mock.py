@@ -195,7 +195,7 @@ class Received:
         self.sent = []                  # monotonic time of each SSE chunk written
         self.write_failed_at = None     # monotonic time a write to gptapi failed
         self.finished_at = None
-        self.peer_closed_at = None      # Hold: monotonic time gptapi closed the connection
+        self.peer_closed_at = None      # Hold, Sse head_delay: monotonic time gptapi closed the connection
         self.answer = None              # bytes of a JSON answer sent
 
     def __repr__(self):
@@ -342,8 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.wfile.flush()
-        if a.head_delay:
-            mock.sleep(a.head_delay)
+        if a.head_delay and self._held(mock, rec, a.head_delay):
+            return  # gptapi closed the connection: the "prefill" was cancelled
         chunks = list(a.chunks)
         want_usage = a.always_usage
         if rec.json and isinstance(rec.json, dict):

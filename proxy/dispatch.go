@@ -41,10 +41,11 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 	st := x.st
 	chk := &st.cfg.Check
 	model := x.req.model
-	if !x.req.stream {
-		x.beginWait(ctx)
-		defer x.endWait()
-	}
+	// Until an answer starts, the watcher looks after the caller: a plain
+	// request waits for its whole answer, a stream for its first event,
+	// which a loaded server may take seconds of prefill to send.
+	x.beginWait(ctx)
+	defer x.endWait()
 	var last *attemptError
 	for hop := 0; ; hop++ {
 		x.cands = st.table.Match(x.cands[:0], b2s(model))

@@ -47,7 +47,7 @@ type exchange struct {
 
 	// conn is the upstream connection a non-stream attempt holds.
 	conn heldConn
-	// The watcher's view of a non-stream request (watch.go), under mu.
+	// The watcher's view of a request waiting on an upstream (watch.go), under mu.
 	mu       sync.Mutex
 	watchSeq uint64
 	caller   *callerConn

@@ -96,7 +96,7 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	x.upWait += time.Since(t0)
 	if err != nil {
 		putStreamBody(sb)
-		return upstreamFailure(up, err)
+		return x.streamFailure(up, err)
 	}
 	sb.body.reset(sb.conn.br, bodyLength(&sb.hdr))
 	status := sb.hdr.StatusCode()
@@ -138,14 +138,20 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		src, err = decoder(ce, src)
 	}
 	if err == nil {
-		err = sb.Start(src)
+		// The wait for the first event is the watcher's to cut short.
+		if err = x.hold(&sb.conn); err == nil {
+			err = sb.Start(src)
+			if why := x.unhold(); why != nil && err == nil {
+				err = why
+			}
+		}
 	}
 	if err != nil {
 		sb.conn.finish(false)
 		x.rec.Chunks = sb.Collect[:0]
 		sb.Collect = nil
 		putStreamBody(sb)
-		return upstreamFailure(up, err)
+		return x.streamFailure(up, err)
 	}
 	if sb.conn.dc != nil {
 		sb.conn.dc.dataStarted() // first_byte_timeout no longer applies
@@ -167,6 +173,15 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	x.s.metrics.active.Add(1)
 	ctx.SetBodyStream(sb, -1)
 	return nil
+}
+
+// streamFailure is the attempt's error: cancelled when the watcher cut
+// the wait (the caller left, or shutdown), else up's failure.
+func (x *exchange) streamFailure(up *upstream, err error) *attemptError {
+	if why := x.cancelledWith(); why != nil {
+		return &attemptError{msg: up.cfg.Name + ": cancelled", cancelled: why, cause: err}
+	}
+	return upstreamFailure(up, err)
 }
 
 // bodyLength is the body framing of a response header as bodyReader.reset

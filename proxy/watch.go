@@ -7,20 +7,23 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// A non-stream request waits on its upstream while the answer is
-// generated, and fasthttp does not read the caller's connection meanwhile:
-// a caller that leaves, or shutdown running out of time, would otherwise
-// go unnoticed until the upstream answered (SPEC §1, §4.4). One goroutine
-// per server looks, every watchEvery, at the callers of the requests
-// waiting on an upstream, with one non-blocking peek each (callerConn.gone),
-// and cancels the request whose caller left by closing its upstream
-// connection; shutdown's cut cancels them all at once. A request pays for
+// A request waits on its upstream before its answer starts: a plain one
+// while the whole answer is generated, a stream until its first event
+// (a long prompt's prefill on a busy server can take seconds). fasthttp
+// does not read the caller's connection meanwhile, and nothing is written
+// to it: a caller that leaves, or shutdown running out of time, would go
+// unnoticed until the upstream answered (SPEC §1, §4.4). One goroutine per
+// server looks, every watchEvery, at the callers of the requests waiting
+// on an upstream, with one non-blocking peek each (callerConn.gone), and
+// cancels the request whose caller left by closing its upstream
+// connection; shutdown's cut cancels them all at once. Once a stream
+// flows, a caller that leaves fails the next write instead. A request pays for
 // this with two uncontended lock pairs, no goroutine, timer or allocation;
 // the watcher's cost grows with the requests waiting (one recv syscall
 // each per pass), not with the request rate.
 const watchEvery = 250 * time.Millisecond
 
-// waitingSet is the server's non-stream requests waiting on an upstream.
+// waitingSet is the server's requests waiting on an upstream.
 type waitingSet struct {
 	mu  sync.Mutex
 	xs  []*exchange
@@ -94,8 +97,8 @@ func (ws *waitingSet) check(reason error) int {
 	return n
 }
 
-// beginWait registers x, a non-stream request about to ask upstreams, with
-// the watcher.
+// beginWait registers x, a request about to ask upstreams, with the
+// watcher.
 func (x *exchange) beginWait(ctx *fasthttp.RequestCtx) {
 	c, _ := ctx.Conn().(*callerConn)
 	x.mu.Lock()

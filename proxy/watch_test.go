@@ -15,6 +15,19 @@ import (
 // before answering; closed receives when gptapi closed the connection
 // before the answer was due.
 func slowUpstream(t *testing.T, hold time.Duration) (url string, closed <-chan struct{}) {
+	return heldUpstream(t, "", hold)
+}
+
+// prefillUpstream is slowUpstream for streams: it sends an event stream's
+// headers at once, then nothing for hold, as a server busy with a long
+// prompt's prefill.
+func prefillUpstream(t *testing.T, hold time.Duration) (url string, closed <-chan struct{}) {
+	return heldUpstream(t, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n", hold)
+}
+
+// heldUpstream reads one request per connection, writes head, then waits
+// up to hold before answering.
+func heldUpstream(t *testing.T, head string, hold time.Duration) (url string, closed <-chan struct{}) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,6 +55,7 @@ func slowUpstream(t *testing.T, hold time.Duration) (url string, closed <-chan s
 				}
 				// The body is short: the request is in. Wait for the
 				// answer's time, or for gptapi to close.
+				io.WriteString(c, head)
 				c.SetReadDeadline(time.Now().Add(hold))
 				if _, err := io.Copy(io.Discard, br); err == nil {
 					ch <- struct{}{} // EOF: closed by gptapi
@@ -55,69 +69,96 @@ func slowUpstream(t *testing.T, hold time.Duration) (url string, closed <-chan s
 }
 
 func sendChat(t *testing.T, addr string) net.Conn {
+	return sendBody(t, addr, chatBody)
+}
+
+func sendStreamChat(t *testing.T, addr string) net.Conn {
+	return sendBody(t, addr, `{"stream":true,`+chatBody[1:])
+}
+
+func sendBody(t *testing.T, addr, body string) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(len(chatBody))+"\r\n\r\n"+chatBody)
+	io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
 	return conn
 }
 
-// A non-stream caller that leaves while its answer is generated: the
-// upstream request is cancelled (its connection closed) and the record
-// says 499 (SPEC §4.4).
-func TestPlainCallerLeaves(t *testing.T) {
-	up, closed := slowUpstream(t, 5*time.Second)
-	sink := newCaptureSink()
-	_, addr := startProxy(t, testConfig(up), sink)
-	conn := sendChat(t, addr)
-	time.Sleep(200 * time.Millisecond)
-	conn.Close()
-	select {
-	case <-closed:
-	case <-time.After(2 * time.Second):
-		t.Fatal("the upstream connection was not closed within 2s of the caller leaving")
-	}
-	rec := sink.wait(t)
-	if rec.Status != 499 || rec.Latency > 1500*time.Millisecond {
-		t.Fatalf("record status %d latency %v error %q", rec.Status, rec.Latency, rec.Error)
+// waitKinds are the two waits the watcher looks after: a plain request
+// waiting for its whole answer, a stream for its first event.
+var waitKinds = []struct {
+	name     string
+	upstream func(*testing.T, time.Duration) (string, <-chan struct{})
+	send     func(*testing.T, string) net.Conn
+}{
+	{"plain", slowUpstream, sendChat},
+	{"stream before its first event", prefillUpstream, sendStreamChat},
+}
+
+// A caller that leaves while its answer is generated (a stream's: before
+// its first event): the upstream request is cancelled (its connection
+// closed) and the record says 499 (SPEC §4.4).
+func TestCallerLeavesWhileWaiting(t *testing.T) {
+	for _, k := range waitKinds {
+		t.Run(k.name, func(t *testing.T) {
+			up, closed := k.upstream(t, 5*time.Second)
+			sink := newCaptureSink()
+			_, addr := startProxy(t, testConfig(up), sink)
+			conn := k.send(t, addr)
+			time.Sleep(200 * time.Millisecond)
+			conn.Close()
+			select {
+			case <-closed:
+			case <-time.After(2 * time.Second):
+				t.Fatal("the upstream connection was not closed within 2s of the caller leaving")
+			}
+			rec := sink.wait(t)
+			if rec.Status != 499 || rec.Latency > 1500*time.Millisecond {
+				t.Fatalf("record status %d latency %v error %q", rec.Status, rec.Latency, rec.Error)
+			}
+		})
 	}
 }
 
-// A non-stream request still waiting when shutdown stops waiting is cut:
-// its record says 502 "gptapi shutting down" and Shutdown does not wait for
-// the upstream (SPEC §1).
-func TestShutdownCutsPlain(t *testing.T) {
-	up, closed := slowUpstream(t, 10*time.Second)
-	sink := newCaptureSink()
-	srv, addr := startProxy(t, testConfig(up), sink)
-	conn := sendChat(t, addr)
-	deadline := time.Now().Add(3 * time.Second)
-	for srv.waiting.count() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Fatalf("Shutdown took %v", took)
-	}
-	<-closed
-	rec := sink.wait(t)
-	if rec.Status != 502 || !strings.Contains(string(rec.Error), "shutting down") {
-		t.Fatalf("record status %d error %q", rec.Status, rec.Error)
-	}
-	if srv.Unfinished() != 0 {
-		t.Fatalf("%d records unfinished", srv.Unfinished())
-	}
-	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-	got, _ := io.ReadAll(conn)
-	if !strings.HasPrefix(string(got), "HTTP/1.1 502") {
-		t.Fatalf("caller got %q", got)
+// A request still waiting when shutdown stops waiting is cut: its record
+// says 502 "gptapi shutting down" and Shutdown does not wait for the
+// upstream (SPEC §1).
+func TestShutdownCutsWaiting(t *testing.T) {
+	for _, k := range waitKinds {
+		t.Run(k.name, func(t *testing.T) {
+			up, closed := k.upstream(t, 10*time.Second)
+			sink := newCaptureSink()
+			srv, addr := startProxy(t, testConfig(up), sink)
+			conn := k.send(t, addr)
+			deadline := time.Now().Add(3 * time.Second)
+			for srv.waiting.count() == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Fatalf("Shutdown took %v", took)
+			}
+			<-closed
+			rec := sink.wait(t)
+			if rec.Status != 502 || !strings.Contains(string(rec.Error), "shutting down") {
+				t.Fatalf("record status %d error %q", rec.Status, rec.Error)
+			}
+			if srv.Unfinished() != 0 {
+				t.Fatalf("%d records unfinished", srv.Unfinished())
+			}
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			got, _ := io.ReadAll(conn)
+			if !strings.HasPrefix(string(got), "HTTP/1.1 502") {
+				t.Fatalf("caller got %q", got)
+			}
+		})
 	}
 }
