@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
 	"strconv"
@@ -87,15 +86,27 @@ func sendBody(t *testing.T, addr, body string) net.Conn {
 	return conn
 }
 
-// waitKinds are the two waits the watcher looks after: a plain request
-// waiting for its whole answer, a stream for its first event.
-var waitKinds = []struct {
+// waitKind is one of the two waits the watcher looks after: a plain
+// request waiting for its whole answer, a stream for its first event.
+type waitKind struct {
 	name     string
 	upstream func(*testing.T, time.Duration) (string, <-chan struct{})
 	send     func(*testing.T, string) net.Conn
-}{
+}
+
+var waitKinds = []waitKind{
 	{"plain", slowUpstream, sendChat},
 	{"stream before its first event", prefillUpstream, sendStreamChat},
+}
+
+// start runs a proxy in front of the kind's upstream, which answers after
+// hold, and sends it one request. closed receives when gptapi closed the
+// upstream connection before the answer.
+func (k waitKind) start(t *testing.T, hold time.Duration) (srv *Server, conn net.Conn, closed <-chan struct{}, sink *captureSink) {
+	up, closed := k.upstream(t, hold)
+	sink = newCaptureSink()
+	srv, addr := startProxy(t, testConfig(up), sink)
+	return srv, k.send(t, addr), closed, sink
 }
 
 // A caller that leaves while its answer is generated (a stream's: before
@@ -104,10 +115,7 @@ var waitKinds = []struct {
 func TestCallerLeavesWhileWaiting(t *testing.T) {
 	for _, k := range waitKinds {
 		t.Run(k.name, func(t *testing.T) {
-			up, closed := k.upstream(t, 5*time.Second)
-			sink := newCaptureSink()
-			_, addr := startProxy(t, testConfig(up), sink)
-			conn := k.send(t, addr)
+			_, conn, closed, sink := k.start(t, 5*time.Second)
 			time.Sleep(200 * time.Millisecond)
 			conn.Close()
 			select {
@@ -129,23 +137,8 @@ func TestCallerLeavesWhileWaiting(t *testing.T) {
 func TestShutdownCutsWaiting(t *testing.T) {
 	for _, k := range waitKinds {
 		t.Run(k.name, func(t *testing.T) {
-			up, closed := k.upstream(t, 10*time.Second)
-			sink := newCaptureSink()
-			srv, addr := startProxy(t, testConfig(up), sink)
-			conn := k.send(t, addr)
-			deadline := time.Now().Add(3 * time.Second)
-			for srv.waiting.count() == 0 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			defer cancel()
-			start := time.Now()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Fatalf("Shutdown: %v", err)
-			}
-			if took := time.Since(start); took > 3*time.Second {
-				t.Fatalf("Shutdown took %v", took)
-			}
+			srv, conn, closed, sink := k.start(t, 10*time.Second)
+			shutdownSoon(t, srv, func() bool { return srv.waiting.count() > 0 })
 			<-closed
 			rec := sink.wait(t)
 			if rec.Status != 502 || !strings.Contains(string(rec.Error), "shutting down") {
