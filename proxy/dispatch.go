@@ -221,8 +221,7 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 
 // roundTrip sends req on a connection of up's plain pool it holds, where
 // the watcher can close it, and reads the whole answer into resp, within
-// max_response_bytes (fasthttp refuses a body over it before reading it,
-// whether its Content-Length says so or its chunks add up to it). A pooled
+// max_response_bytes (readAnswer). A pooled
 // connection the upstream closed while idle fails before any byte of an
 // answer: that request never ran, so it is sent once more on a fresh
 // connection.
@@ -232,7 +231,7 @@ func (x *exchange) roundTrip(up *upstream, req *fasthttp.Request, resp *fasthttp
 		err := c.send(up.plainPool, req, deadline)
 		if err == nil {
 			if err = x.hold(c); err == nil {
-				err = resp.ReadLimitBody(c.br, x.st.cfg.Check.MaxResponseBytes)
+				err = readAnswer(resp, c, x.st.cfg.Check.MaxResponseBytes)
 				if why := x.unhold(); why != nil {
 					err = why
 				}
@@ -248,6 +247,36 @@ func (x *exchange) roundTrip(up *upstream, req *fasthttp.Request, resp *fasthttp
 			return err
 		}
 	}
+}
+
+// readAnswer reads a plain answer into resp: its headers (interim ones
+// skipped) within first_byte_timeout, then its body under the request's
+// deadline alone, within max bytes (fasthttp refuses a body over it
+// before reading it, whether its Content-Length says so or its chunks add
+// up to it).
+func readAnswer(resp *fasthttp.Response, c *heldConn, max int) error {
+	resp.ResetBody()
+	if err := readHeader(&resp.Header, c.br); err != nil {
+		return err
+	}
+	if c.dc != nil {
+		c.dc.answerStarted()
+	}
+	if bodyLength(&resp.Header) == 0 {
+		return nil
+	}
+	if err := resp.ReadBody(c.br, max); err != nil {
+		return err
+	}
+	if resp.Header.ContentLength() == -1 { // chunked: a trailer ends it
+		if err := resp.Header.ReadTrailer(c.br); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // maxKeptAnswer is the largest answer whose parsed values a pooled

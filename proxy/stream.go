@@ -154,7 +154,7 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		return x.streamFailure(up, err)
 	}
 	if sb.conn.dc != nil {
-		sb.conn.dc.dataStarted() // first_byte_timeout no longer applies
+		sb.conn.dc.answerStarted() // first_byte_timeout no longer applies
 	}
 
 	sb.s, sb.upStart, sb.firstEvt = x.s, t0, time.Now()

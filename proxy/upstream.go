@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -153,27 +152,19 @@ func (up *upstream) closeIdle() {
 // deadlineConn turns an absolute read deadline into the SPEC's timeouts
 // (§2). One deadline is set before reading each response (the request's,
 // e.g. request_timeout, or none: heldConn.send, or fasthttp for the model
-// list); from that moment
-// firstByte is a fixed deadline, not renewed by bytes that trickle in: it
-// bounds the response headers, and for streams also the first data event
-// (the relay calls dataStarted once it has it, so neither slow headers nor
-// keep-alive comments extend it). After that, each Read bounds the silence
-// by idle (0 = no bound but the request's). The netpoller enforces it: no
-// timer per stream, no allocation per read.
+// list); from that moment firstByte is a fixed deadline, not renewed by
+// bytes that trickle in. It bounds a plain answer's headers and a stream's
+// first data event, until the exchange says that arrived (answerStarted):
+// only the exchange can tell, since over TLS this connection carries
+// ciphertext. After that, each Read bounds the silence by idle (0 = no
+// bound but the request's). The netpoller enforces it: no timer per
+// stream, no allocation per read.
 type deadlineConn struct {
 	net.Conn
 	firstByte, idle time.Duration
 	abs             time.Time // deadline asked for; zero = none
-	phase           uint8     // phaseHead, phaseFirstEvent or phaseFlowing
-	tail            [3]byte   // the last bytes read in phaseHead, for a blank line split across reads
-	tailN           uint8
+	flowing         bool      // the answer has started: idle bounds each silence
 }
-
-const (
-	phaseHead       = iota // waiting for the end of the response headers
-	phaseFirstEvent        // stream: headers in, waiting for the first data event
-	phaseFlowing           // answer flowing: idle bounds each silence
-)
 
 func newDeadlineConn(conn net.Conn, firstByte, idle time.Duration) *deadlineConn {
 	return &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}
@@ -190,7 +181,7 @@ func (c *deadlineConn) SetDeadline(t time.Time) error {
 }
 
 func (c *deadlineConn) start(t time.Time, set func(time.Time) error) error {
-	c.abs, c.phase, c.tailN = t, phaseHead, 0
+	c.abs, c.flowing = t, false
 	if c.firstByte > 0 {
 		if fb := time.Now().Add(c.firstByte); t.IsZero() || fb.Before(t) {
 			t = fb
@@ -199,15 +190,15 @@ func (c *deadlineConn) start(t time.Time, set func(time.Time) error) error {
 	return set(t)
 }
 
-// dataStarted ends a stream's first-byte phase: its first data event is
-// in. From now on idle bounds each silence.
-func (c *deadlineConn) dataStarted() {
-	c.phase = phaseFlowing
+// answerStarted ends the first-byte wait: a plain answer's headers, or a
+// stream's first data event, are in. From now on idle bounds each silence.
+func (c *deadlineConn) answerStarted() {
+	c.flowing = true
 	_ = c.Conn.SetReadDeadline(c.abs)
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
-	if c.phase == phaseFlowing && c.idle > 0 {
+	if c.flowing && c.idle > 0 {
 		d := time.Now().Add(c.idle)
 		if !c.abs.IsZero() && c.abs.Before(d) {
 			d = c.abs
@@ -216,34 +207,5 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n, err := c.Conn.Read(p)
-	if c.phase == phaseHead && n > 0 {
-		c.scanHead(p[:n])
-	}
-	return n, err
-}
-
-// scanHead looks for the blank line that ends the response headers. Past
-// it a plain answer's body is bounded by the request's deadline only; a
-// stream keeps the first-byte deadline until its first data event.
-func (c *deadlineConn) scanHead(b []byte) {
-	const blank = "\r\n\r\n"
-	// the line may start in the last read: look where the two meet
-	var seam [6]byte
-	n := copy(seam[:], c.tail[:c.tailN])
-	n += copy(seam[n:], b[:min(len(b), 3)])
-	if !bytes.Contains(seam[:n], []byte(blank)) && !bytes.Contains(b, []byte(blank)) {
-		if len(b) >= 3 {
-			c.tailN = uint8(copy(c.tail[:], b[len(b)-3:]))
-		} else {
-			c.tailN = uint8(copy(c.tail[:], seam[max(0, n-3):n]))
-		}
-		return
-	}
-	if c.idle > 0 {
-		c.phase = phaseFirstEvent
-	} else {
-		c.phase = phaseFlowing
-		_ = c.Conn.SetReadDeadline(c.abs)
-	}
+	return c.Conn.Read(p)
 }

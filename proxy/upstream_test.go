@@ -1,7 +1,16 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,56 +50,116 @@ func TestAmbiguousLength(t *testing.T) {
 	f("", false)
 }
 
-// TestScanHead: the end of the response headers is found in the read that
-// completes the blank line, however the bytes were split across reads,
-// and never before.
-func TestScanHead(t *testing.T) {
-	heads := []string{
-		"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {}\r\n\r\n",
-		"HTTP/1.1 200 OK\r\n\r\n",
-		"HTTP/1.1 200 OK\r\nX: a\r\n\rb\r\n\r\r\n\r\n", // near misses first
-		"HTTP/1.1 200 OK\r\nX: \r\r\n\r\r\n\n\r\n\r\n", // more of them
+// TestHTTPSHeadersEndFirstByte: over TLS too, first_byte_timeout bounds an
+// answer's headers only; a body that comes later is bounded by
+// request_timeout (SPEC §2). A plain answer whose headers come at once and
+// whose body comes after more than first_byte_timeout is answered, and a
+// stream whose headers come at once still has first_byte_timeout for its
+// first event.
+func TestHTTPSHeadersEndFirstByte(t *testing.T) {
+	const late = 1500 * time.Millisecond
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"stream":true`)) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			time.Sleep(late)
+			io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		time.Sleep(late)
+		io.WriteString(w, "{}")
+	}))
+	defer ts.Close()
+	cfg := testConfig(ts.URL + "/v1")
+	cfg.Check.FirstByteTimeout = time.Second
+	cfg.Check.RequestTimeout = 5 * time.Second
+	srv, addr := startProxy(t, cfg, newCaptureSink())
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	for _, up := range srv.state.Load().upstreams {
+		up.plain.TLSConfig.RootCAs = roots
+		up.stream.TLSConfig.RootCAs = roots
 	}
-	for _, head := range heads {
-		end := strings.Index(head, "\r\n\r\n") + 4
-		// every way to cut it in up to three reads
-		for i := 0; i <= len(head); i++ {
-			for j := i; j <= len(head); j++ {
-				c := &deadlineConn{idle: time.Second}
-				cuts := []int{0, i, j, len(head)}
-				for k := 0; k+1 < len(cuts); k++ {
-					from, to := cuts[k], cuts[k+1]
-					if c.phase == phaseHead && from < to {
-						c.scanHead([]byte(head[from:to]))
-					}
-					found := c.phase != phaseHead
-					if want := to >= end; found != want {
-						t.Fatalf("%q cut at %d,%d: after byte %d found %v, want %v", head, i, j, to, found, want)
-					}
-				}
-			}
-		}
-		// one byte at a time
-		c := &deadlineConn{idle: time.Second}
-		for k := 0; k < len(head) && c.phase == phaseHead; k++ {
-			c.scanHead([]byte{head[k]})
-			if found, want := c.phase != phaseHead, k+1 >= end; found != want {
-				t.Fatalf("%q byte by byte: after byte %d found %v, want %v", head, k+1, found, want)
-			}
-		}
+	if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 {
+		t.Fatalf("plain answer, body %v after its headers: status %d %s", late, status, body)
+	}
+	status, _, body := post(t, addr, "/v1/chat/completions", `{"stream":true,`+chatBody[1:])
+	if status != 504 {
+		t.Fatalf("stream, first event %v after its headers: status %d %s, want 504", late, status, body)
 	}
 }
 
-// BenchmarkScanHead is the first read of a plain answer: vLLM's headers
-// and a small body in one piece.
-func BenchmarkScanHead(b *testing.B) {
-	read := []byte("HTTP/1.1 200 OK\r\ndate: Tue, 01 Dec 2026 15:00:00 GMT\r\nserver: uvicorn\r\n" +
-		"content-length: 424\r\ncontent-type: application/json\r\nx-request-id: 0123456789abcdef\r\n\r\n" +
-		strings.Repeat(`{"id":"chatcmpl-1","object":"chat.completion","choices":[]}`, 7))
-	c := &deadlineConn{idle: time.Second}
-	b.ReportAllocs()
-	for b.Loop() {
-		c.phase, c.tailN = phaseHead, 0
-		c.scanHead(read)
+// TestPlainAnswerFramings: a plain answer is read to its exact end however
+// it is framed, so the connection serves the next request.
+func TestPlainAnswerFramings(t *testing.T) {
+	const ok = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+	cases := []struct{ name, answer string }{
+		{"content-length", ok + "Content-Length: 2\r\n\r\n{}"},
+		{"chunked", ok + "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n1\r\n}\r\n0\r\n\r\n"},
+		{"chunked with a trailer", ok + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Checksum: 1\r\n\r\n"},
+		{"after 100 Continue", "HTTP/1.1 100 Continue\r\n\r\n" + ok + "Content-Length: 2\r\n\r\n{}"},
 	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			var accepted atomic.Int32
+			go func() {
+				for {
+					conn, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted.Add(1)
+					go func() {
+						defer conn.Close()
+						br := bufio.NewReader(conn)
+						for {
+							if readRequest(br) != nil {
+								return
+							}
+							io.WriteString(conn, c.answer)
+						}
+					}()
+				}
+			}()
+			_, addr := startProxy(t, testConfig("http://"+ln.Addr().String()+"/v1"), newCaptureSink())
+			for i := range 3 {
+				if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 || string(body) != "{}" {
+					t.Fatalf("request %d: status %d body %q", i, status, body)
+				}
+			}
+			if n := accepted.Load(); n != 1 {
+				t.Fatalf("%d upstream connections for 3 requests, want 1", n)
+			}
+		})
+	}
+}
+
+// readRequest reads one request with a Content-Length body.
+func readRequest(br *bufio.Reader) error {
+	n := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line == "\r\n" {
+			break
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	_, err := io.CopyN(io.Discard, br, int64(n))
+	return err
 }
