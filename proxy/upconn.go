@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"time"
 
@@ -135,9 +136,11 @@ func (h *heldConn) send(p *upPool, req *fasthttp.Request, deadline time.Time) er
 	return err
 }
 
-// readHeader reads a response header, skipping interim (1xx) answers.
+// readHeader reads a response header, skipping interim (1xx) answers, at
+// most maxInterim of them: an upstream sending them without end would
+// otherwise hold a stream without a first-byte bound forever.
 func readHeader(hdr *fasthttp.ResponseHeader, br *bufio.Reader) error {
-	for {
+	for range maxInterim + 1 {
 		if err := hdr.Read(br); err != nil {
 			return err
 		}
@@ -145,7 +148,14 @@ func readHeader(hdr *fasthttp.ResponseHeader, br *bufio.Reader) error {
 			return nil
 		}
 	}
+	return errTooManyInterim
 }
+
+// maxInterim is how many 1xx answers may come before the final one
+// (fasthttp's own reader allows as many).
+const maxInterim = 100
+
+var errTooManyInterim = errors.New("more than 100 interim (1xx) answers")
 
 // finish gives the connection back to the pool when reuse is true and
 // nothing unread is left on it, else closes it (the upstream sees the

@@ -163,3 +163,40 @@ func readRequest(br *bufio.Reader) error {
 	_, err := io.CopyN(io.Discard, br, int64(n))
 	return err
 }
+
+// TestEndlessInterimAnswers: an upstream that sends 1xx answers without
+// end fails the attempt at once (502), plain or stream, instead of
+// holding it until first_byte_timeout or, for a stream, for ever.
+func TestEndlessInterimAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				if readRequest(bufio.NewReader(conn)) != nil {
+					return
+				}
+				io.WriteString(conn, strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 1000))
+				time.Sleep(10 * time.Second)
+			}()
+		}
+	}()
+	cfg := testConfig("http://" + ln.Addr().String() + "/v1")
+	cfg.Check.FirstByteTimeout, cfg.Check.RequestTimeout = 8*time.Second, 9*time.Second
+	_, addr := startProxy(t, cfg, newCaptureSink())
+	for _, body := range []string{chatBody, `{"stream":true,` + chatBody[1:]} {
+		start := time.Now()
+		status, _, answer := post(t, addr, "/v1/chat/completions", body)
+		if took := time.Since(start); status != 502 || took > 3*time.Second {
+			t.Fatalf("%s: status %d after %v: %s", body, status, took, answer)
+		}
+	}
+}
