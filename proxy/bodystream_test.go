@@ -161,41 +161,18 @@ func TestBodyStreamBuffered(t *testing.T) {
 // TestStreamBurstOneWrite: events an upstream sends together reach the
 // caller together, in one HTTP chunk, not one chunk (one write) per event.
 func TestStreamBurstOneWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	const events = 20
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				var req fasthttp.Request
-				for req.Read(br) == nil {
-					var b strings.Builder
-					b.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-					for i := range events + 1 {
-						ev := `data: {"id":"c","choices":[{"index":0,"delta":{"content":"t` + strconv.Itoa(i) + `"}}]}` + "\n\n"
-						if i == events {
-							ev = "data: [DONE]\n\n"
-						}
-						b.WriteString(strconv.FormatInt(int64(len(ev)), 16) + "\r\n" + ev + "\r\n")
-					}
-					b.WriteString("0\r\n\r\n")
-					if _, err := io.WriteString(c, b.String()); err != nil {
-						return
-					}
-				}
-			}()
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for i := range events + 1 {
+		ev := `data: {"id":"c","choices":[{"index":0,"delta":{"content":"t` + strconv.Itoa(i) + `"}}]}` + "\n\n"
+		if i == events {
+			ev = "data: [DONE]\n\n"
 		}
-	}()
-	_, addr := startProxy(t, testConfig("http://"+ln.Addr().String()+"/v1"), newCaptureSink())
+		b.WriteString(strconv.FormatInt(int64(len(ev)), 16) + "\r\n" + ev + "\r\n")
+	}
+	b.WriteString("0\r\n\r\n")
+	_, addr := startProxy(t, testConfig(rawUpstream(t, answering([]byte(b.String())))), newCaptureSink())
 
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {

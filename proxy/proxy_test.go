@@ -270,11 +270,30 @@ func TestStreamRelay(t *testing.T) {
 // breakingUpstream sends the SSE headers and two chunks with chunked
 // framing, then drops the connection without ending the body.
 func breakingUpstream(t *testing.T) string {
+	return rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		var req fasthttp.Request
+		if req.Read(br) != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+		for i := 0; i < 2; i++ {
+			ev := `data: {"choices":[{"index":0,"delta":{"content":"t` + strconv.Itoa(i) + `"}}]}` + "\n\n"
+			io.WriteString(c, strconv.FormatInt(int64(len(ev)), 16)+"\r\n"+ev+"\r\n")
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// rawUpstream is an upstream on loopback that serves each connection with
+// serve, byte by byte as a test needs it, and closes it after; it returns
+// the upstream's base URL.
+func rawUpstream(tb testing.TB, serve func(c net.Conn, br *bufio.Reader)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	tb.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -283,21 +302,28 @@ func breakingUpstream(t *testing.T) string {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				var req fasthttp.Request
-				if req.Read(br) != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-				for i := 0; i < 2; i++ {
-					ev := `data: {"choices":[{"index":0,"delta":{"content":"t` + strconv.Itoa(i) + `"}}]}` + "\n\n"
-					io.WriteString(c, strconv.FormatInt(int64(len(ev)), 16)+"\r\n"+ev+"\r\n")
-					time.Sleep(10 * time.Millisecond)
-				}
+				serve(c, bufio.NewReaderSize(c, 64<<10))
 			}()
 		}
 	}()
 	return "http://" + ln.Addr().String() + "/v1"
+}
+
+// answering serves, for rawUpstream, resp to every request of a kept-alive
+// connection.
+func answering(resp []byte) func(net.Conn, *bufio.Reader) {
+	return func(c net.Conn, br *bufio.Reader) {
+		var req fasthttp.Request
+		for {
+			req.Reset()
+			if req.Read(br) != nil {
+				return
+			}
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
+		}
+	}
 }
 
 func TestStreamBreakMidway(t *testing.T) {

@@ -134,35 +134,7 @@ func cannedStreamUpstream(tb testing.TB) string {
 		b.WriteString(strconv.FormatInt(int64(len(ev)), 16) + "\r\n" + ev + "\r\n")
 	}
 	b.WriteString("0\r\n\r\n")
-	resp := b.Bytes()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReaderSize(c, 64<<10)
-				var req fasthttp.Request
-				for {
-					req.Reset()
-					if err := req.Read(br); err != nil {
-						return
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String() + "/v1"
+	return rawUpstream(tb, answering(b.Bytes()))
 }
 
 // BenchmarkStreamProxied is a whole proxied stream over loopback: caller →

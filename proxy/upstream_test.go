@@ -8,11 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/configs"
 )
@@ -107,32 +108,13 @@ func TestPlainAnswerFramings(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
 			var accepted atomic.Int32
-			go func() {
-				for {
-					conn, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					accepted.Add(1)
-					go func() {
-						defer conn.Close()
-						br := bufio.NewReader(conn)
-						for {
-							if readRequest(br) != nil {
-								return
-							}
-							io.WriteString(conn, c.answer)
-						}
-					}()
-				}
-			}()
-			_, addr := startProxy(t, testConfig("http://"+ln.Addr().String()+"/v1"), newCaptureSink())
+			answer := answering([]byte(c.answer))
+			up := rawUpstream(t, func(conn net.Conn, br *bufio.Reader) {
+				accepted.Add(1)
+				answer(conn, br)
+			})
+			_, addr := startProxy(t, testConfig(up), newCaptureSink())
 			for i := range 3 {
 				if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 || string(body) != "{}" {
 					t.Fatalf("request %d: status %d body %q", i, status, body)
@@ -145,51 +127,18 @@ func TestPlainAnswerFramings(t *testing.T) {
 	}
 }
 
-// readRequest reads one request with a Content-Length body.
-func readRequest(br *bufio.Reader) error {
-	n := 0
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		if line == "\r\n" {
-			break
-		}
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
-			n, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	_, err := io.CopyN(io.Discard, br, int64(n))
-	return err
-}
-
 // TestEndlessInterimAnswers: an upstream that sends 1xx answers without
 // end fails the attempt at once (502), plain or stream, instead of
 // holding it until first_byte_timeout or, for a stream, for ever.
 func TestEndlessInterimAnswers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				if readRequest(bufio.NewReader(conn)) != nil {
-					return
-				}
-				io.WriteString(conn, strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 1000))
-				time.Sleep(10 * time.Second)
-			}()
+	cfg := testConfig(rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		var req fasthttp.Request
+		if req.Read(br) != nil {
+			return
 		}
-	}()
-	cfg := testConfig("http://" + ln.Addr().String() + "/v1")
+		io.WriteString(c, strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 1000))
+		time.Sleep(10 * time.Second)
+	}))
 	cfg.Check.FirstByteTimeout, cfg.Check.RequestTimeout = 8*time.Second, 9*time.Second
 	_, addr := startProxy(t, cfg, newCaptureSink())
 	for _, body := range []string{chatBody, `{"stream":true,` + chatBody[1:]} {

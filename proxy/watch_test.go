@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // slowUpstream reads one request per connection, then waits up to hold
@@ -27,44 +29,23 @@ func prefillUpstream(t *testing.T, hold time.Duration) (url string, closed <-cha
 // heldUpstream reads one request per connection, writes head, then waits
 // up to hold before answering.
 func heldUpstream(t *testing.T, head string, hold time.Duration) (url string, closed <-chan struct{}) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	ch := make(chan struct{}, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				// The body is short: the request is in. Wait for the
-				// answer's time, or for gptapi to close.
-				io.WriteString(c, head)
-				c.SetReadDeadline(time.Now().Add(hold))
-				if _, err := io.Copy(io.Discard, br); err == nil {
-					ch <- struct{}{} // EOF: closed by gptapi
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-			}()
+	url = rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		var req fasthttp.Request
+		if req.Read(br) != nil {
+			return
 		}
-	}()
-	return "http://" + ln.Addr().String() + "/v1", ch
+		// The request is in. Wait for the answer's time, or for gptapi
+		// to close.
+		io.WriteString(c, head)
+		c.SetReadDeadline(time.Now().Add(hold))
+		if _, err := io.Copy(io.Discard, br); err == nil {
+			ch <- struct{}{} // EOF: closed by gptapi
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	})
+	return url, ch
 }
 
 func sendChat(t *testing.T, addr string) net.Conn {
