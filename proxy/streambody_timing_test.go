@@ -82,19 +82,11 @@ func BenchmarkStreamBody(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					n := 0
-					for {
-						m, err := resp.BodyStream().Read(buf)
-						n += m
-						if err == io.EOF {
-							break
-						}
-						if err != nil {
-							b.Error(err)
-							return
-						}
+					n, err := drainStream(resp, buf)
+					if err != nil {
+						b.Error(err)
+						return
 					}
-					resp.CloseBodyStream()
 					if n != len(events) {
 						b.Errorf("read %d bytes, want %d", n, len(events))
 						return
@@ -161,19 +153,11 @@ func BenchmarkStreamProxied(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			n := 0
-			for {
-				m, err := resp.BodyStream().Read(buf)
-				n += m
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					b.Error(err)
-					return
-				}
+			n, err := drainStream(resp, buf)
+			if err != nil {
+				b.Error(err)
+				return
 			}
-			resp.CloseBodyStream()
 			if resp.StatusCode() != 200 || n < 2000 {
 				b.Errorf("status %d, %d bytes", resp.StatusCode(), n)
 				return
@@ -182,4 +166,21 @@ func BenchmarkStreamProxied(b *testing.B) {
 			resp.Reset()
 		}
 	})
+}
+
+// drainStream reads a streamed answer's body to its end through buf and
+// closes it; it returns how many bytes came.
+func drainStream(resp *fasthttp.Response, buf []byte) (int, error) {
+	defer resp.CloseBodyStream()
+	n := 0
+	for {
+		m, err := resp.BodyStream().Read(buf)
+		n += m
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
