@@ -77,21 +77,10 @@ func ScanObject(dst []Member, b []byte, maxMembers int) ([]Member, error) {
 		i++
 	} else {
 		for {
-			if i >= len(b) {
-				return dst, errJSONEnd
-			}
-			if b[i] != '"' {
-				return dst, &jsonSyntaxError{i, "character (want a key)"}
-			}
-			end, err := skipString(b, i)
+			key, start, err := scanKey(b, i)
 			if err != nil {
 				return dst, err
 			}
-			key := b[i+1 : end-1]
-			if i = skipWS(b, end); i >= len(b) || b[i] != ':' {
-				return dst, &jsonSyntaxError{i, "character (want ':')"}
-			}
-			start := skipWS(b, i+1)
 			end, n, err := skipValue(b, start)
 			if err != nil {
 				return dst, err
@@ -171,7 +160,7 @@ func skipValue(b []byte, i int) (end, n int, err error) {
 				break
 			}
 			if obj {
-				if i, err = skipKey(b, i); err != nil {
+				if _, i, err = scanKey(b, i); err != nil {
 					return i, n, err
 				}
 			}
@@ -210,7 +199,7 @@ func skipValue(b []byte, i int) (end, n int, err error) {
 			case b[i] == ',':
 				i = skipWS(b, i+1)
 				if obj {
-					if i, err = skipKey(b, i); err != nil {
+					if _, i, err = scanKey(b, i); err != nil {
 						return i, n, err
 					}
 				}
@@ -227,22 +216,24 @@ func skipValue(b []byte, i int) (end, n int, err error) {
 	}
 }
 
-// skipKey skips `"key" :` and the blanks after it.
-func skipKey(b []byte, i int) (int, error) {
+// scanKey reads `"key" :` and the blanks after it at i: the key as
+// written (escapes kept) and where its value starts.
+func scanKey(b []byte, i int) ([]byte, int, error) {
 	if i >= len(b) {
-		return i, errJSONEnd
+		return nil, i, errJSONEnd
 	}
 	if b[i] != '"' {
-		return i, &jsonSyntaxError{i, "character (want a key)"}
+		return nil, i, &jsonSyntaxError{i, "character (want a key)"}
 	}
-	i, err := skipString(b, i)
+	end, err := skipString(b, i)
 	if err != nil {
-		return i, err
+		return nil, end, err
 	}
-	if i = skipWS(b, i); i >= len(b) || b[i] != ':' {
-		return i, &jsonSyntaxError{i, "character (want ':')"}
+	key := b[i+1 : end-1]
+	if i = skipWS(b, end); i >= len(b) || b[i] != ':' {
+		return nil, i, &jsonSyntaxError{i, "character (want ':')"}
 	}
-	return skipWS(b, i+1), nil
+	return key, skipWS(b, i+1), nil
 }
 
 // skipString returns the index after the string whose opening quote is
