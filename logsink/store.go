@@ -26,7 +26,7 @@ const dsnParams = "?_synchronous=NORMAL&_busy_timeout=5000&_txlock=immediate"
 // filePragmas run first on every file opened. A new file gets 16 KiB pages:
 // a commit writes each dirty page to the WAL in its own system calls, and
 // records of a few KB fill 4 KiB pages (SQLite's default) four times as
-// often (BenchmarkInsert: 10.5 -> 7.6 us of CPU per ~1 KB row). An existing
+// often (BenchmarkInsert/driver measures it). An existing
 // file keeps its page size: SQLite ignores the pragma once a file has
 // tables. Then WAL, so readers never block the writer; the mode is stored
 // in the file.
@@ -292,9 +292,9 @@ func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
 		for i := range rows {
 			// ctx is checked here, not handed to the driver: go-sqlite3
 			// runs a statement given a cancellable context on a goroutine
-			// of its own, to interrupt it; two goroutine switches a row
-			// (BenchmarkInsert/driver: 14-16 -> 8 us of CPU per row).
-			// Stopping between rows is as prompt: a row is microseconds.
+			// of its own, to interrupt it: two goroutine switches a row,
+			// as much CPU as the insert. Stopping between rows is as
+			// prompt: a row is microseconds.
 			if err := ctx.Err(); err != nil {
 				_ = stmt.Close()
 				_ = tx.Rollback()

@@ -178,11 +178,8 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	err := x.roundTrip(up, req, resp, t0.Add(x.st.cfg.Check.RequestTimeout))
 	wait := time.Since(t0)
 	x.upWait += wait
-	if why := x.cancelledWith(); why != nil {
-		return &attemptError{msg: up.cfg.Name + ": cancelled", cancelled: why, cause: err}
-	}
-	if err != nil {
-		return upstreamFailure(up, err)
+	if err != nil || x.cancelledWith() != nil {
+		return x.attemptFailure(up, err)
 	}
 	status := resp.StatusCode()
 	if retryable(status) {
@@ -287,6 +284,15 @@ const maxKeptAnswer = 1 << 20
 // from (SPEC §4.1).
 func retryable(status int) bool {
 	return status >= 500 || status == fasthttp.StatusRequestTimeout || status == fasthttp.StatusTooManyRequests
+}
+
+// attemptFailure is a failed attempt's error: cancelled when the watcher
+// cut the wait (the caller left, or shutdown), else up's failure.
+func (x *exchange) attemptFailure(up *upstream, err error) *attemptError {
+	if why := x.cancelledWith(); why != nil {
+		return &attemptError{msg: up.cfg.Name + ": cancelled", cancelled: why, cause: err}
+	}
+	return upstreamFailure(up, err)
 }
 
 // upstreamFailure names a transport error of up. The caller's text says

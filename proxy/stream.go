@@ -96,7 +96,7 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	x.upWait += time.Since(t0)
 	if err != nil {
 		putStreamBody(sb)
-		return x.streamFailure(up, err)
+		return x.attemptFailure(up, err)
 	}
 	sb.body.reset(sb.conn.br, bodyLength(&sb.hdr))
 	status := sb.hdr.StatusCode()
@@ -151,7 +151,7 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 		x.rec.Chunks = sb.Collect[:0]
 		sb.Collect = nil
 		putStreamBody(sb)
-		return x.streamFailure(up, err)
+		return x.attemptFailure(up, err)
 	}
 	if sb.conn.dc != nil {
 		sb.conn.dc.answerStarted() // first_byte_timeout no longer applies
@@ -173,15 +173,6 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	x.s.metrics.active.Add(1)
 	ctx.SetBodyStream(sb, -1)
 	return nil
-}
-
-// streamFailure is the attempt's error: cancelled when the watcher cut
-// the wait (the caller left, or shutdown), else up's failure.
-func (x *exchange) streamFailure(up *upstream, err error) *attemptError {
-	if why := x.cancelledWith(); why != nil {
-		return &attemptError{msg: up.cfg.Name + ": cancelled", cancelled: why, cause: err}
-	}
-	return upstreamFailure(up, err)
 }
 
 // bodyLength is the body framing of a response header as bodyReader.reset
