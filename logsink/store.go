@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -237,21 +236,6 @@ func (st *sqliteStore) migrate() error {
 // talks to the driver's connection directly, skipping database/sql's
 // per-call conversions and locks, which cost time and allocations on every
 // row (BenchmarkInsert compares the two ways).
-// yieldRows is how many rows the writer inserts between yields to the
-// request goroutines (about 40 us of work).
-const yieldRows = 8
-
-// yield lets request goroutines run. A batch is milliseconds of work that
-// Go's scheduler would not preempt for 10 ms: with one P (GOMAXPROCS=1 on a
-// small box) requests would wait behind it. With more Ps they run on the
-// others, and a Gosched would only wake an idle thread to look for work,
-// which BenchmarkInsert with 2 Ps shows as CPU spent per row.
-var yield = func() {
-	if runtime.GOMAXPROCS(0) == 1 {
-		runtime.Gosched()
-	}
-}
-
 func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
 	if st.db == nil {
 		// A rotation could not open the fresh file; try again.
