@@ -395,8 +395,8 @@ type pgRows struct {
 
 func (s *pgRows) Next() bool {
 	s.i++
-	if s.i > 0 && s.i%yieldRows == 0 {
-		yield()
+	if s.i > 0 {
+		pause()
 	}
 	return s.i < len(s.rows)
 }

@@ -408,10 +408,8 @@ func (w *writer) spill(r *Record) {
 	}
 }
 
-// add derives r's row. It yields every yieldRows rows, wherever the
-// records come from: replaying a spill file derives up to 8192 of them in a
-// row, tens of milliseconds that would otherwise hold the only P until Go
-// preempts at 10 ms.
+// add derives r's row, and pauses for requests wherever the records come
+// from: replaying a spill file derives up to 8192 of them in a row.
 func (w *writer) add(r *Record) {
 	if w.n == len(w.rows) {
 		w.rows = append(w.rows, row{})
@@ -420,9 +418,7 @@ func (w *writer) add(r *Record) {
 	w.dv.derive(&w.rows[w.n], r)
 	w.reportCached(&w.rows[w.n])
 	w.n++
-	if w.n%yieldRows == 0 {
-		yield()
-	}
+	pause()
 }
 
 // flush writes the rows in use. Records the database did not take in

@@ -755,18 +755,25 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-// Deriving rows yields to the request goroutines every yieldRows rows,
-// whoever calls it: a spill file's replay derives thousands in a row.
+// Deriving rows yields to the request goroutines once the writer has
+// worked yieldEvery since its last yield, whoever calls it: a spill file's
+// replay derives thousands in a row.
 func TestAddYields(t *testing.T) {
 	n := 0
 	defer func(f func()) { yield = f }(yield)
 	yield = func() { n++ }
+	var now int64
+	defer func(f func() int64) { yieldClock = f }(yieldClock)
+	yieldClock = func() int64 { return now }
+	lastYield.Store(0)
+	step := int64(yieldEvery) / 4 // each row takes a quarter of the slice
 	w := &writer{dv: deriver{p: newParser()}}
-	for i := range 10 * yieldRows {
+	for i := range 40 {
+		now += step
 		w.add(smallRecord(&Record{}, fmt.Sprint("r", i), int64(i)))
 	}
 	if n != 10 {
-		t.Fatalf("%d yields for %d rows, want 10", n, 10*yieldRows)
+		t.Fatalf("%d yields for 40 rows of a quarter slice each, want 10", n)
 	}
 }
 

@@ -290,9 +290,7 @@ func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
 				_ = tx.Rollback()
 				return err
 			}
-			if i%yieldRows == yieldRows-1 {
-				yield()
-			}
+			pause()
 		}
 		if err := stmt.Close(); err != nil {
 			_ = tx.Rollback()

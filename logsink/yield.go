@@ -4,12 +4,31 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
-// yieldRows is how many rows the writer derives or inserts between yields
-// (tens of microseconds of work).
-const yieldRows = 8
+// yieldEvery is the most the writer works between yields, so about the
+// longest a request that became ready meanwhile waits for it with one P.
+const yieldEvery = 100 * time.Microsecond
+
+// pause is called by the writer after each row it derives or inserts; it
+// yields once the writer has worked yieldEvery since its last yield.
+func pause() {
+	now := yieldClock()
+	if now-lastYield.Load() < int64(yieldEvery) {
+		return
+	}
+	yield()
+	lastYield.Store(yieldClock())
+}
+
+var (
+	lastYield  atomic.Int64 // of yieldClock
+	clockStart = time.Now()
+	yieldClock = func() int64 { return int64(time.Since(clockStart)) }
+)
 
 // yield lets the requests that became ready while the writer worked run
 // before it goes on. A batch is milliseconds of work that Go would not
@@ -23,7 +42,7 @@ const yieldRows = 8
 // readable itself, which only the network poller can report: the poll that
 // wakes the writer also queues the requests that were ready, and a Gosched
 // then lets them run first. BenchmarkYield gives the cost: a write, a read
-// and a poll.
+// and a poll, ~5 µs.
 //
 // With more Ps an idle P polls while the writer runs, and waking one would
 // only cost CPU, so yield does nothing.
