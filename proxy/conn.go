@@ -24,6 +24,7 @@ func (l *callerListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	cc := &callerConn{Conn: c, l: l}
+	cc.sock.init(c)
 	if sc, ok := c.(syscall.Conn); ok {
 		cc.raw, _ = sc.SyscallConn() // for gone's peek
 	}
@@ -84,7 +85,10 @@ type callerConn struct {
 	cutAt  atomic.Int64
 	closed atomic.Bool
 	raw    syscall.RawConn // nil when the listener's conns have none
+	sock   rawIO
 }
+
+func (c *callerConn) Read(p []byte) (int, error) { return c.sock.read(p) }
 
 func (c *callerConn) Write(p []byte) (int, error) {
 	if at := c.cutAt.Load(); at != 0 {
@@ -96,7 +100,7 @@ func (c *callerConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return c.Conn.Write(p)
+	return c.sock.write(p)
 }
 
 func (c *callerConn) Close() error {

@@ -164,11 +164,16 @@ type deadlineConn struct {
 	firstByte, idle time.Duration
 	abs             time.Time // deadline asked for; zero = none
 	flowing         bool      // the answer has started: idle bounds each silence
+	sock            rawIO
 }
 
 func newDeadlineConn(conn net.Conn, firstByte, idle time.Duration) *deadlineConn {
-	return &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}
+	c := &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}
+	c.sock.init(conn)
+	return c
 }
+
+func (c *deadlineConn) Write(p []byte) (int, error) { return c.sock.write(p) }
 
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 	// Called right before reading each response: a new
@@ -207,5 +212,5 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return c.Conn.Read(p)
+	return c.sock.read(p)
 }
