@@ -1,33 +1,25 @@
 package logsink
 
 import (
-	"net"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
 )
 
 // TestYieldRunsNetworkWaiters: with one P, a goroutine whose connection
-// became readable runs within the writer's yield, not when the writer's
-// batch ends. runtime.Gosched alone fails this: the scheduler does not poll
-// the network while a goroutine is runnable.
+// became readable (here a pipe, which waits in the same poller) runs within
+// the writer's yield, not when the writer's batch ends. runtime.Gosched
+// alone fails this: the scheduler does not poll the network while a
+// goroutine is runnable.
 func TestYieldRunsNetworkWaiters(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
+	server, client, err := os.Pipe() // both ends wait in the network poller
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer server.Close()
+	defer client.Close()
 
 	for round := range 3 {
 		var read atomic.Bool
