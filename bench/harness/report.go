@@ -230,7 +230,7 @@ func (r *report) markdown(svgName string) string {
 		pl.Phase, pl.Conns, pl.StreamWorkers, pl.Rate, pl.OLConns, pl.StreamRate, pl.ChunkDelayMs, pl.Warm)
 	p("- Body: `bench/wrk/chat.json` (a system and a user message, `max_tokens` 64); streams add `\"stream\":true`.")
 	p("- CPU per request: the CPU time of the proxy's process tree (nginx: master + worker; gptapi: every thread, the SQLite writer's included) from the start of a phase until it is idle again, divided by the requests answered. Read from %s.", r.CPUFrom)
-	p("- The Go generator paces with nanosleep on its own thread and counts latency from the intended send time; its own lateness is reported.\n")
+	p("- The Go generator paces with nanosleep on its own thread (nice -20 when allowed) and counts latency from the intended send time; its own lateness is reported.\n")
 
 	p("## Results\n")
 	b.WriteString(r.table())

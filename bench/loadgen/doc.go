@@ -6,9 +6,9 @@
 // earlier ones have been answered, and its latency is counted from that
 // intended time, so a stall of the server shows up in the percentiles instead
 // of silently lowering the rate (coordinated omission). The pacer sleeps with
-// nanosleep on its own OS thread and spins the last few microseconds, so the
-// generator's own lateness stays far below the latencies it measures; that
-// lateness is reported too (Result.Lag).
+// nanosleep on its own OS thread (at nice -20 where allowed) and spins the
+// last few microseconds, so the generator's own lateness stays far below the
+// latencies it measures; that lateness is reported too (Result.Lag).
 //
 // Every answer is checked: status 200, a JSON object with choices for plain
 // answers; for streams, the number of content events, nothing after a single
