@@ -76,7 +76,7 @@ var pollPipe = sync.OnceValue(func() *pollYield {
 
 type pollYield struct {
 	mu     sync.Mutex // one waiter at a time; the fields below are its
-	r, w   *os.File
+	r, w   *os.File   // r is kept so that its finalizer does not close the pipe
 	rc     syscall.RawConn
 	stepFn func(fd uintptr) bool
 	armed  bool

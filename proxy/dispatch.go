@@ -218,10 +218,9 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 
 // roundTrip sends req on a connection of up's plain pool it holds, where
 // the watcher can close it, and reads the whole answer into resp, within
-// max_response_bytes (readAnswer). A pooled
-// connection the upstream closed while idle fails before any byte of an
-// answer: that request never ran, so it is sent once more on a fresh
-// connection.
+// max_response_bytes (readAnswer). A pooled connection the upstream closed
+// while idle fails before any byte of an answer: that request never ran,
+// so it is sent once more on a fresh connection.
 func (x *exchange) roundTrip(up *upstream, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
 	c := &x.conn
 	for attempt := 0; ; attempt++ {

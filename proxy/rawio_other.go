@@ -5,7 +5,7 @@ package proxy
 import "net"
 
 // rawIO is net.Conn's Read and Write where raw system calls are not used
-// (rawio_linux.go says why they are on Linux). Under the race detector
+// (rawio_raw.go says why they are on Linux). Under the race detector
 // they are not either: net.Conn's calls tell it that what was written
 // before a write to a socket happens before what follows the read of it,
 // and raw calls would hide that order.

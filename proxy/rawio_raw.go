@@ -23,6 +23,13 @@ import (
 //
 // Reads and writes keep separate state: RawConn serialises each side, and
 // a read and a write may run at once.
+//
+// unsafe serves only to hand the kernel the address of the caller's own
+// byte slice, as syscall.Read and syscall.Write do: the conversion to
+// uintptr sits in RawSyscall's argument list, where the compiler keeps the
+// slice alive and unmoved until the call returns (RawSyscall is marked
+// uintptrkeepalive), and the kernel writes at most len bytes into it. No
+// other package's memory or types are touched.
 type rawIO struct {
 	conn    net.Conn
 	rc      syscall.RawConn // nil: conn's own Read and Write

@@ -24,7 +24,6 @@ func newPacer() *pacer {
 	runtime.LockOSThread()
 	_, _, _ = syscall.Syscall6(syscall.SYS_PRCTL, prSetTimerslack, 1, 0, 0, 0, 0)
 	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), -20)
-	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), -20)
 	return &pacer{}
 }
 
