@@ -9,7 +9,7 @@ FLEET_QUICK_TRACE ?= bench/loadgen/testdata/mooncake-conversation-3min.jsonl
 fleetsim:
 	$(GO) build -trimpath -o bin/fleetsim ./bench/fleetsim
 
-## bench-fleet: six strategies x three loads x two KV sizes (~15 min); bench/results/fleet-<time>.md, .json, .svg
+## bench-fleet: six strategies x three loads x two KV sizes (~15 min); bench/results/fleet-latest.md, .json, .svg
 bench-fleet: build fleetsim
 	$(GO) run ./bench/fleet -trace $(FLEET_TRACE) -out bench/results
 

@@ -58,11 +58,11 @@ func fleetMain() int {
 	loads := flag.String("loads", "0.5,1,1.5", "arrival rate multipliers of the trace")
 	kvs := flag.String("kv", "147456,1179648", "KV capacities per server, tokens (one A100 40GB, 8x)")
 	flag.BoolVar(&p.Quick, "quick", false, "one load (1), one capacity (8x), a one-minute slice from the start; fail on any error or missing figure")
-	out := flag.String("out", "bench/results", "folder for fleet-<time>.md, .json, .svg (-quick: a temp folder unless set)")
+	out := flag.String("out", "bench/results", "folder for fleet-latest.md, .json, .svg (-quick: a temp folder unless set)")
 	gptapi := flag.String("gptapi", "bin/gptapi", "gptapi binary")
 	sim := flag.String("fleetsim", "bin/fleetsim", "fleetsim binary")
 	only := flag.String("only", "", "comma-separated strategy names to run (default: all)")
-	render := flag.String("render", "", "redraw the .md and .svg of a saved fleet-<time>.json beside it, without running")
+	render := flag.String("render", "", "redraw the .md and .svg of a saved fleet report (.json) beside it, without running")
 	flag.Parse()
 	if *render != "" {
 		if err := rerender(*render); err != nil {

@@ -81,7 +81,9 @@ func rerender(path string) error {
 	return os.WriteFile(stem+".svg", []byte(r.svg()), 0o644)
 }
 
-// write puts fleet-<time>.md, .json and .svg in dir.
+// write puts fleet-latest.md, .json and .svg in dir, replacing the previous
+// run's: the report carries its own date and commit, and git keeps the
+// older ones.
 func (r *report) write(dir string) ([]string, error) {
 	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		r.Commit = strings.TrimSpace(string(out))
@@ -89,7 +91,7 @@ func (r *report) write(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	stem := filepath.Join(dir, "fleet-"+r.Started.Format("2006-01-02T150405"))
+	stem := filepath.Join(dir, "fleet-latest")
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return nil, err

@@ -300,33 +300,20 @@ func (r *report) svg() string {
 	return c.SVG()
 }
 
-// write puts the report, its chart and its data in dir as
-// <date>-<host>.md/.svg/.json and latest.* copies, and returns the files.
+// write puts the report, its chart and its data in dir as latest.md,
+// latest.svg and latest.json, replacing the previous run's: the report
+// carries its own date, host and commit, and git keeps the older ones.
 func (r *report) write(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create %s: %w", dir, err)
 	}
-	host := "host"
-	for _, f := range r.Machine {
-		if f[0] == "host" && f[1] != "" {
-			host = strings.Map(func(c rune) rune {
-				if c == '-' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
-					return c
-				}
-				return '_'
-			}, f[1])
-		}
-	}
-	stem := r.Started.Format("2006-01-02T1504Z") + "-" + host
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode the report: %w", err)
 	}
-	svg := r.svg()
 	var paths []string
 	for _, f := range [][2]string{
-		{stem + ".md", r.markdown(stem + ".svg")}, {stem + ".svg", svg}, {stem + ".json", string(js) + "\n"},
-		{"latest.md", r.markdown("latest.svg")}, {"latest.svg", svg}, {"latest.json", string(js) + "\n"},
+		{"latest.md", r.markdown("latest.svg")}, {"latest.svg", r.svg()}, {"latest.json", string(js) + "\n"},
 	} {
 		path := filepath.Join(dir, f[0])
 		if err := os.WriteFile(path, []byte(f[1]), 0o644); err != nil {
