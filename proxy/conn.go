@@ -85,7 +85,7 @@ type callerConn struct {
 	cutAt  atomic.Int64
 	closed atomic.Bool
 	raw    syscall.RawConn // nil when the listener's conns have none
-	sock   rawIO
+	sock   connIO
 }
 
 func (c *callerConn) Read(p []byte) (int, error) { return c.sock.read(p) }

@@ -164,7 +164,7 @@ type deadlineConn struct {
 	firstByte, idle time.Duration
 	abs             time.Time // deadline asked for; zero = none
 	flowing         bool      // the answer has started: idle bounds each silence
-	sock            rawIO
+	sock            connIO
 }
 
 func newDeadlineConn(conn net.Conn, firstByte, idle time.Duration) *deadlineConn {
