@@ -1,7 +1,6 @@
 package logsink
 
 import (
-	"database/sql/driver"
 	"encoding/binary"
 	"encoding/hex"
 	"unicode/utf8"
@@ -90,54 +89,78 @@ func cutUTF8(b []byte, max int) ([]byte, bool) {
 	return b[:n], true
 }
 
-// appendArgs appends the row's column values in the order of columns.
-// Text goes in as strings viewing the record's bytes: the driver copies
-// them during Exec, and the row is not touched until Exec returns.
-func (rw *row) appendArgs(args []driver.NamedValue, storeBodies bool, node string) []driver.NamedValue {
+// appendPacked appends the row's column values in the order of columns, in
+// the form the insert thread binds: a tag byte, then an integer's 8 bytes or
+// a text's 4-byte length and bytes, little-endian; NULL is the tag alone.
+func (rw *row) appendPacked(b []byte, storeBodies bool, node string) []byte {
 	r := rw.r
-	keyHash := ""
+	b = packText(b, r.RequestID)
+	b = packInt(b, r.TsMs)
+	b = packText(b, r.ClientIP)
 	if r.HasKey {
-		keyHash = b2s(rw.keyHash[:])
+		b = packText(b, rw.keyHash[:])
+	} else {
+		b = packText(b, nil)
 	}
-	tried := "[]"
+	b = packString(b, r.Endpoint.String())
+	b = packText(b, r.Model)
+	b = packText(b, r.ServedModel)
+	b = packText(b, r.Upstream)
 	if len(r.Tried) > 0 {
-		tried = b2s(r.Tried)
+		b = packText(b, r.Tried)
+	} else {
+		b = packString(b, "[]")
 	}
-	var reqBody, respBody any
+	b = packInt(b, boolInt(r.Stream))
+	b = packInt(b, int64(r.Status))
+	b = packText(b, r.Error)
+	b = rw.d.packCount(b, usagePrompt, rw.d.prompt)
+	b = rw.d.packCount(b, usageCompletion, rw.d.completion)
+	b = rw.d.packCount(b, usageTotal, rw.d.total)
+	b = packInt(b, boolInt(rw.d.hasTools))
+	b = packText(b, rw.tools)
+	b = packInt(b, boolInt(rw.d.multimodal))
+	b = packInt(b, r.TTFT.Milliseconds())
+	b = packInt(b, r.Latency.Milliseconds())
 	if storeBodies {
-		reqBody, respBody = b2s(rw.reqBody), b2s(rw.respBody)
+		b = packText(b, rw.reqBody)
+		b = packText(b, rw.respBody)
+	} else {
+		b = append(b, packNull, packNull)
 	}
-	for _, v := range [len(columns)]any{
-		b2s(r.RequestID),
-		r.TsMs,
-		b2s(r.ClientIP),
-		keyHash,
-		r.Endpoint.String(),
-		b2s(r.Model),
-		b2s(r.ServedModel),
-		b2s(r.Upstream),
-		tried,
-		boolInt(r.Stream),
-		int64(r.Status),
-		b2s(r.Error),
-		rw.d.count(usagePrompt, rw.d.prompt),
-		rw.d.count(usageCompletion, rw.d.completion),
-		rw.d.count(usageTotal, rw.d.total),
-		boolInt(rw.d.hasTools),
-		b2s(rw.tools),
-		boolInt(rw.d.multimodal),
-		r.TTFT.Milliseconds(),
-		r.Latency.Milliseconds(),
-		reqBody,
-		respBody,
-		boolInt(rw.truncated),
-		r.Route.String(),
-		rw.d.count(usageCached, rw.d.cached),
-		node,
-	} {
-		args = append(args, driver.NamedValue{Ordinal: len(args) + 1, Value: v})
+	b = packInt(b, boolInt(rw.truncated))
+	b = packString(b, r.Route.String())
+	b = rw.d.packCount(b, usageCached, rw.d.cached)
+	return packString(b, node)
+}
+
+// The tags of packed values.
+const (
+	packNull = iota
+	packInt64
+	packTextTag
+)
+
+func packInt(b []byte, v int64) []byte {
+	return binary.LittleEndian.AppendUint64(append(b, packInt64), uint64(v))
+}
+
+func packText(b, v []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(append(b, packTextTag), uint32(len(v)))
+	return append(b, v...)
+}
+
+func packString(b []byte, v string) []byte {
+	b = binary.LittleEndian.AppendUint32(append(b, packTextTag), uint32(len(v)))
+	return append(b, v...)
+}
+
+// packCount packs a token count, or NULL when the upstream gave none.
+func (u *usage) packCount(b []byte, bit uint8, n int64) []byte {
+	if u.set&bit == 0 {
+		return append(b, packNull)
 	}
-	return args
+	return packInt(b, n)
 }
 
 // count is a token count or nil (NULL) when the upstream gave none.

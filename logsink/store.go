@@ -3,7 +3,6 @@ package logsink
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -25,7 +24,7 @@ const dsnParams = "?_synchronous=NORMAL&_busy_timeout=5000&_txlock=immediate"
 // filePragmas run first on every file opened. A new file gets 16 KiB pages:
 // a commit writes each dirty page to the WAL in its own system calls, and
 // records of a few KB fill 4 KiB pages (SQLite's default) four times as
-// often (BenchmarkInsert/driver measures it). An existing
+// often (BenchmarkInsert/thread measures it). An existing
 // file keeps its page size: SQLite ignores the pragma once a file has
 // tables. Then WAL, so readers never block the writer; the mode is stored
 // in the file.
@@ -132,8 +131,8 @@ type sqliteStore struct {
 	node        string // the node column
 	storeBodies bool
 	db          *sql.DB // nil after a rotation could not open the fresh file
+	ins         *insertThread
 	mon         month
-	args        []driver.NamedValue
 }
 
 var _ store = (*sqliteStore)(nil)
@@ -164,6 +163,10 @@ func openStore(path, node string, now month) (*sqliteStore, error) {
 	db.SetConnMaxLifetime(0)
 	st := &sqliteStore{path: path, node: node, db: db}
 	if err := st.init(now); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("cannot open %s: %w", path, err)
+	}
+	if st.ins, err = openInsertThread(path, insertSQL, len(columns)); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
 	}
@@ -232,10 +235,11 @@ func (st *sqliteStore) migrate() error {
 	return nil
 }
 
-// insert writes rows in one transaction with one prepared statement. It
-// talks to the driver's connection directly, skipping database/sql's
-// per-call conversions and locks, which cost time and allocations on every
-// row (BenchmarkInsert compares the two ways).
+// maxKeptBatch is the largest packed batch whose memory is kept for the
+// next one; a replay of big records should not pin its size for good.
+const maxKeptBatch = 16 << 20
+
+// insert writes rows in one transaction, on the insert thread.
 func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
 	if st.db == nil {
 		// A rotation could not open the fresh file; try again.
@@ -243,63 +247,18 @@ func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
 		if err != nil {
 			return err
 		}
-		fresh.storeBodies, fresh.args = st.storeBodies, st.args
+		fresh.storeBodies = st.storeBodies
 		*st = *fresh
 	}
-	args := st.args
-	conn, err := st.db.Conn(ctx)
-	if err != nil {
-		return err
+	buf := st.ins.buf[:0]
+	for i := range rows {
+		buf = rows[i].appendPacked(buf, st.storeBodies, st.node)
+		pause()
 	}
-	defer conn.Close()
-	err = conn.Raw(func(dc any) error {
-		c, ok := dc.(interface {
-			driver.ConnBeginTx
-			driver.ConnPrepareContext
-		})
-		if !ok {
-			panic(fmt.Sprintf("BUG: sqlite3 connection %T lacks BeginTx or PrepareContext", dc))
-		}
-		tx, err := c.BeginTx(ctx, driver.TxOptions{}) // BEGIN IMMEDIATE, from the DSN
-		if err != nil {
-			return err
-		}
-		stmt, err := c.PrepareContext(ctx, insertSQL)
-		if err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		exec, ok := stmt.(driver.StmtExecContext)
-		if !ok {
-			panic(fmt.Sprintf("BUG: sqlite3 statement %T lacks ExecContext", stmt))
-		}
-		for i := range rows {
-			// ctx is checked here, not handed to the driver: go-sqlite3
-			// runs a statement given a cancellable context on a goroutine
-			// of its own, to interrupt it: two goroutine switches a row,
-			// as much CPU as the insert. Stopping between rows is as
-			// prompt: a row is microseconds.
-			if err := ctx.Err(); err != nil {
-				_ = stmt.Close()
-				_ = tx.Rollback()
-				return err
-			}
-			args = rows[i].appendArgs(args[:0], st.storeBodies, st.node)
-			if _, err := exec.ExecContext(context.Background(), args); err != nil {
-				_ = stmt.Close()
-				_ = tx.Rollback()
-				return err
-			}
-			pause()
-		}
-		if err := stmt.Close(); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
-	})
-	clear(args) // drop the views of the records' bytes
-	st.args = args
+	err := st.ins.run(ctx, buf, len(rows))
+	if cap(buf) <= maxKeptBatch {
+		st.ins.buf = buf
+	}
 	return err
 }
 
@@ -309,6 +268,7 @@ func (st *sqliteStore) close() error {
 	if st.db == nil {
 		return nil
 	}
+	st.ins.close()
 	_, err := st.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	if cerr := st.db.Close(); err == nil {
 		err = cerr
@@ -343,7 +303,7 @@ func (st *sqliteStore) rotate(now month) (string, error) {
 		st.db = nil // insert tries again
 		return "", err
 	}
-	fresh.storeBodies, fresh.args = st.storeBodies, st.args
+	fresh.storeBodies = st.storeBodies
 	*st = *fresh
 	if renameErr != nil {
 		return "", fmt.Errorf("cannot rotate %s to %s: %w", st.path, dst, renameErr)

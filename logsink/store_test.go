@@ -1,10 +1,13 @@
 package logsink
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -66,42 +69,32 @@ func TestFilePages(t *testing.T) {
 	}
 }
 
-// cancelAfter is a context that is cancelled once Err was asked n times,
-// with no Done channel: the driver runs statements on the caller's
-// goroutine, and only insert's own checks can see it.
-type cancelAfter struct {
-	context.Context
-	n int
-}
-
-func (c *cancelAfter) Done() <-chan struct{} { return nil }
-
-func (c *cancelAfter) Err() error {
-	if c.n--; c.n < 0 {
-		return context.Canceled
-	}
-	return nil
-}
-
-// TestInsertStopsBetweenRows: a batch whose context ends part way stops at
-// the next row and leaves nothing of itself in the file.
-func TestInsertStopsBetweenRows(t *testing.T) {
+// TestInsertInterrupted: a batch whose context ends while the insert thread
+// works is interrupted: insert returns the context's error and leaves
+// nothing of the batch in the file, and the next batch goes in.
+func TestInsertInterrupted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "stop.db")
 	st, err := openStore(path, "gw", monthOf(time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dv := deriver{p: newParser()}
-	rows := make([]row, 40)
+	base := make([]row, 40)
+	for i := range base {
+		dv.derive(&base[i], smallRecord(&Record{}, fmt.Sprint("stop-", i), int64(i)))
+	}
+	// rows enough for seconds of work, sharing the records of base
+	rows := make([]row, 200_000)
 	for i := range rows {
-		dv.derive(&rows[i], smallRecord(&Record{}, fmt.Sprint("stop-", i), int64(i)))
+		rows[i] = base[i%len(base)]
 	}
-	ctx := &cancelAfter{Context: context.Background(), n: 10}
-	if err := st.insert(ctx, rows); err != context.Canceled {
-		t.Fatalf("insert: %v, want context.Canceled", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := st.insert(ctx, rows); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("insert: %v, want context.DeadlineExceeded", err)
 	}
-	if ctx.n > 0 {
-		t.Fatalf("insert stopped before the context ended (%d checks left)", ctx.n)
+	if err := st.insert(ctx, rows[:3]); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("insert with an ended context: %v, want context.DeadlineExceeded", err)
 	}
 	if err := st.insert(context.Background(), rows[:3]); err != nil {
 		t.Fatal(err)
@@ -112,4 +105,78 @@ func TestInsertStopsBetweenRows(t *testing.T) {
 	if n := countRows(t, path); n != 3 {
 		t.Fatalf("%d rows in the file, want the 3 of the batch that finished", n)
 	}
+}
+
+// TestInsertWaitsOffThread: while SQLite works on a batch (here: waits for
+// a write lock another connection holds) the writer's goroutine waits on
+// the network poller, not in a C call, so with one P the requests keep
+// running. A goroutine in a cgo call shows as [syscall].
+func TestInsertWaitsOffThread(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wait.db")
+	st, err := openStore(path, "gw", monthOf(time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := openDB(t, path).Begin() // BEGIN DEFERRED ...
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec("DELETE FROM requests"); err != nil { // ... now holds the write lock
+		t.Fatal(err)
+	}
+	dv := deriver{p: newParser()}
+	rows := make([]row, 3)
+	for i := range rows {
+		dv.derive(&rows[i], smallRecord(&Record{}, fmt.Sprint("wait-", i), int64(i)))
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.insert(context.Background(), rows) }()
+	state := ""
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		if state = goroutineState("(*insertThread).run"); state == "IO wait" {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if state != "IO wait" {
+		t.Fatalf("the writer waits for the locked batch in state %q, want IO wait", state)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("insert returned while the file was locked: %v", err)
+	default:
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := st.close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countRows(t, path); n != 3 {
+		t.Fatalf("%d rows in the file, want 3", n)
+	}
+}
+
+// goroutineState is the state runtime.Stack gives the goroutine whose stack
+// has fn in it, "" if none has.
+func goroutineState(fn string) string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if !bytes.Contains(g, []byte(fn)) {
+			continue
+		}
+		head, _, _ := bytes.Cut(g, []byte("\n"))
+		_, st, ok := bytes.Cut(head, []byte("["))
+		if !ok {
+			return ""
+		}
+		st, _, _ = bytes.Cut(st, []byte("]"))
+		st, _, _ = bytes.Cut(st, []byte(",")) // "IO wait, 2 minutes"
+		return string(st)
+	}
+	return ""
 }
