@@ -5,10 +5,12 @@ package logsink
 /*
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 // SQLite's C API, from the library go-sqlite3 links into the binary.
@@ -45,6 +47,8 @@ typedef struct {
 	pthread_cond_t cv;
 	int job;  // 1: a batch waits, 2: the thread must end
 	int done; // written once per finished batch
+	int64_t slice_ns; // the longest the thread works before it yields
+	int64_t yields;   // how often it did, for tests
 	// the batch: rows of cols values, each a tag byte (0 NULL, 1 int64,
 	// 2 text) then 8 bytes of int64 or a 4-byte length and the text
 	const unsigned char *buf;
@@ -97,12 +101,28 @@ static int gptapi_bind_row(gptapi_inserter *in, const unsigned char **pp, const 
 	return GPTAPI_SQLITE_OK;
 }
 
+static int64_t gptapi_now_ns(void) {
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 static int gptapi_run_batch(gptapi_inserter *in) {
 	const unsigned char *p = in->buf, *end = in->buf + in->len;
+	int64_t worked_since = gptapi_now_ns();
 	int rc = gptapi_step(in->begin);
 	for (int r = 0; rc == GPTAPI_SQLITE_OK && r < in->rows; r++) {
 		rc = gptapi_bind_row(in, &p, end);
 		if (rc == GPTAPI_SQLITE_OK) rc = gptapi_step(in->insert);
+		// The kernel lets a running thread finish its slice before a
+		// request thread that woke meanwhile gets the core; a yield ends
+		// the slice (and costs a system call when nothing waits).
+		int64_t now = gptapi_now_ns();
+		if (now - worked_since >= in->slice_ns) {
+			sched_yield();
+			in->yields++;
+			worked_since = gptapi_now_ns();
+		}
 	}
 	sqlite3_clear_bindings(in->insert); // no pointer into the batch stays
 	if (rc == GPTAPI_SQLITE_OK) rc = gptapi_step(in->commit);
@@ -147,7 +167,7 @@ static void gptapi_inserter_free(gptapi_inserter *in) {
 
 // gptapi_inserter_open opens path, prepares the statements and starts the
 // thread; on failure it returns NULL and the reason in err.
-static gptapi_inserter *gptapi_inserter_open(const char *path, const char *insert_sql, int cols, int done, char *err, size_t errlen) {
+static gptapi_inserter *gptapi_inserter_open(const char *path, const char *insert_sql, int cols, int done, int64_t slice_ns, char *err, size_t errlen) {
 	gptapi_inserter *in = calloc(1, sizeof *in);
 	if (in == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -155,6 +175,7 @@ static gptapi_inserter *gptapi_inserter_open(const char *path, const char *inser
 	}
 	in->cols = cols;
 	in->done = done;
+	in->slice_ns = slice_ns;
 	int rc = sqlite3_open_v2(path, &in->db, GPTAPI_SQLITE_OPEN_READWRITE | GPTAPI_SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc == GPTAPI_SQLITE_OK) rc = sqlite3_busy_timeout(in->db, 5000);
 	if (rc == GPTAPI_SQLITE_OK) rc = sqlite3_exec(in->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
@@ -199,6 +220,13 @@ static int gptapi_inserter_result(gptapi_inserter *in, char *err, size_t errlen)
 	in->buf = NULL;
 	pthread_mutex_unlock(&in->mu);
 	return rc;
+}
+
+static int64_t gptapi_inserter_yields(gptapi_inserter *in) {
+	pthread_mutex_lock(&in->mu);
+	int64_t n = in->yields;
+	pthread_mutex_unlock(&in->mu);
+	return n;
 }
 
 static void gptapi_inserter_interrupt(gptapi_inserter *in) { sqlite3_interrupt(in->db); }
@@ -252,7 +280,7 @@ func openInsertThread(path, insertSQL string, cols int) (*insertThread, error) {
 	defer C.free(unsafe.Pointer(cpath))
 	defer C.free(unsafe.Pointer(csql))
 	var cerr [256]C.char
-	c := C.gptapi_inserter_open(cpath, csql, C.int(cols), C.int(wfd), &cerr[0], C.size_t(len(cerr)))
+	c := C.gptapi_inserter_open(cpath, csql, C.int(cols), C.int(wfd), C.int64_t(yieldEvery.Nanoseconds()), &cerr[0], C.size_t(len(cerr)))
 	if c == nil {
 		r.Close()
 		w.Close()
@@ -310,6 +338,9 @@ func (t *insertThread) run(ctx context.Context, batch []byte, rows int) error {
 	}
 	return nil
 }
+
+// yields is how often the thread has yielded the core.
+func (t *insertThread) yields() int64 { return int64(C.gptapi_inserter_yields(t.c)) }
 
 // close ends the thread and closes its connection.
 func (t *insertThread) close() {

@@ -20,3 +20,5 @@ func (t *insertThread) run(ctx context.Context, batch []byte, rows int) error {
 }
 
 func (t *insertThread) close() {}
+
+func (t *insertThread) yields() int64 { return 0 }

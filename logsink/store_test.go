@@ -180,3 +180,31 @@ func goroutineState(fn string) string {
 	}
 	return ""
 }
+
+// TestInsertThreadYields: a batch longer than yieldEvery is cut into
+// slices, each ended with a yield of the core.
+func TestInsertThreadYields(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "yield.db")
+	st, err := openStore(path, "gw", monthOf(time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	dv := deriver{p: newParser()}
+	base := make([]row, 40)
+	for i := range base {
+		dv.derive(&base[i], smallRecord(&Record{}, fmt.Sprint("y-", i), int64(i)))
+	}
+	rows := make([]row, 4000)
+	for i := range rows {
+		rows[i] = base[i%len(base)]
+	}
+	if err := st.insert(context.Background(), rows); err != nil {
+		t.Fatal(err)
+	}
+	// 4000 rows are milliseconds of work on any machine (~7 µs a row
+	// here): dozens of slices
+	if n := st.ins.yields(); n < 10 {
+		t.Fatalf("%d yields in a batch of %d rows, want 10 or more", n, len(rows))
+	}
+}
