@@ -251,7 +251,7 @@ import (
 	"os"
 	"runtime"
 	"time"
-	"unsafe"
+	"unsafe" // cgo's conversions only: C strings to free, the pinned batch for the thread
 )
 
 // insertThread writes a database file's batches on a C thread of its own,

@@ -78,16 +78,7 @@ func TestInsertInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dv := deriver{p: newParser()}
-	base := make([]row, 40)
-	for i := range base {
-		dv.derive(&base[i], smallRecord(&Record{}, fmt.Sprint("stop-", i), int64(i)))
-	}
-	// rows enough for seconds of work, sharing the records of base
-	rows := make([]row, 200_000)
-	for i := range rows {
-		rows[i] = base[i%len(base)]
-	}
+	rows := sharedRows("stop-", 200_000) // seconds of work
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := st.insert(ctx, rows); !errors.Is(err, context.DeadlineExceeded) {
@@ -124,11 +115,7 @@ func TestInsertWaitsOffThread(t *testing.T) {
 	if _, err := lock.Exec("DELETE FROM requests"); err != nil { // ... now holds the write lock
 		t.Fatal(err)
 	}
-	dv := deriver{p: newParser()}
-	rows := make([]row, 3)
-	for i := range rows {
-		dv.derive(&rows[i], smallRecord(&Record{}, fmt.Sprint("wait-", i), int64(i)))
-	}
+	rows := sharedRows("wait-", 3)
 	done := make(chan error, 1)
 	go func() { done <- st.insert(context.Background(), rows) }()
 	state := ""
@@ -190,15 +177,7 @@ func TestInsertThreadYields(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.close()
-	dv := deriver{p: newParser()}
-	base := make([]row, 40)
-	for i := range base {
-		dv.derive(&base[i], smallRecord(&Record{}, fmt.Sprint("y-", i), int64(i)))
-	}
-	rows := make([]row, 4000)
-	for i := range rows {
-		rows[i] = base[i%len(base)]
-	}
+	rows := sharedRows("y-", 4000)
 	if err := st.insert(context.Background(), rows); err != nil {
 		t.Fatal(err)
 	}
@@ -207,4 +186,19 @@ func TestInsertThreadYields(t *testing.T) {
 	if n := st.ins.yields(); n < 10 {
 		t.Fatalf("%d yields in a batch of %d rows, want 10 or more", n, len(rows))
 	}
+}
+
+// sharedRows is n derived rows of ~1 KB records, at most 40 distinct: a big
+// batch shares the records (a row is only read by insert).
+func sharedRows(idPrefix string, n int) []row {
+	dv := deriver{p: newParser()}
+	base := make([]row, min(n, 40))
+	for i := range base {
+		dv.derive(&base[i], smallRecord(&Record{}, fmt.Sprint(idPrefix, i), int64(i)))
+	}
+	rows := make([]row, n)
+	for i := range rows {
+		rows[i] = base[i%len(base)]
+	}
+	return rows
 }
