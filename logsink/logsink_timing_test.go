@@ -301,12 +301,12 @@ func unpack(dst []any, b []byte) []byte {
 		tag := b[0]
 		b = b[1:]
 		switch tag {
-		case packNull:
+		case tagNull:
 			dst[k] = nil
-		case packInt64:
+		case tagInt64:
 			dst[k] = int64(binary.LittleEndian.Uint64(b))
 			b = b[8:]
-		case packTextTag:
+		case tagText:
 			n := binary.LittleEndian.Uint32(b)
 			dst[k] = string(b[4 : 4+n])
 			b = b[4+n:]

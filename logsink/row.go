@@ -100,16 +100,16 @@ func (rw *row) appendPacked(b []byte, storeBodies bool, node string) []byte {
 	if r.HasKey {
 		b = packText(b, rw.keyHash[:])
 	} else {
-		b = packText(b, nil)
+		b = packText(b, "")
 	}
-	b = packString(b, r.Endpoint.String())
+	b = packText(b, r.Endpoint.String())
 	b = packText(b, r.Model)
 	b = packText(b, r.ServedModel)
 	b = packText(b, r.Upstream)
 	if len(r.Tried) > 0 {
 		b = packText(b, r.Tried)
 	} else {
-		b = packString(b, "[]")
+		b = packText(b, "[]")
 	}
 	b = packInt(b, boolInt(r.Stream))
 	b = packInt(b, int64(r.Status))
@@ -126,39 +126,34 @@ func (rw *row) appendPacked(b []byte, storeBodies bool, node string) []byte {
 		b = packText(b, rw.reqBody)
 		b = packText(b, rw.respBody)
 	} else {
-		b = append(b, packNull, packNull)
+		b = append(b, tagNull, tagNull)
 	}
 	b = packInt(b, boolInt(rw.truncated))
-	b = packString(b, r.Route.String())
+	b = packText(b, r.Route.String())
 	b = rw.d.packCount(b, usageCached, rw.d.cached)
-	return packString(b, node)
+	return packText(b, node)
 }
 
 // The tags of packed values.
 const (
-	packNull = iota
-	packInt64
-	packTextTag
+	tagNull = iota
+	tagInt64
+	tagText
 )
 
 func packInt(b []byte, v int64) []byte {
-	return binary.LittleEndian.AppendUint64(append(b, packInt64), uint64(v))
+	return binary.LittleEndian.AppendUint64(append(b, tagInt64), uint64(v))
 }
 
-func packText(b, v []byte) []byte {
-	b = binary.LittleEndian.AppendUint32(append(b, packTextTag), uint32(len(v)))
-	return append(b, v...)
-}
-
-func packString(b []byte, v string) []byte {
-	b = binary.LittleEndian.AppendUint32(append(b, packTextTag), uint32(len(v)))
+func packText[T string | []byte](b []byte, v T) []byte {
+	b = binary.LittleEndian.AppendUint32(append(b, tagText), uint32(len(v)))
 	return append(b, v...)
 }
 
 // packCount packs a token count, or NULL when the upstream gave none.
 func (u *usage) packCount(b []byte, bit uint8, n int64) []byte {
 	if u.set&bit == 0 {
-		return append(b, packNull)
+		return append(b, tagNull)
 	}
 	return packInt(b, n)
 }
