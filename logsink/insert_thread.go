@@ -190,8 +190,6 @@ static gptapi_inserter *gptapi_inserter_open(const char *path, const char *inser
 			pthread_mutex_destroy(&in->mu);
 			pthread_cond_destroy(&in->cv);
 			snprintf(err, errlen, "cannot start a thread");
-			sqlite3_close(in->db);
-			in->db = NULL;
 			gptapi_inserter_free(in);
 			return NULL;
 		}
