@@ -11,6 +11,9 @@
 // chat.completion or text_completion object, cutting bodies to
 // MaxBodyLogBytes, and batching inserts, BatchSize records or FlushInterval,
 // whichever comes first, one transaction and one prepared statement each.
+// A SQLite batch is packed into one buffer and inserted by a C thread with a
+// connection of its own while the writer waits on a pipe (insert_thread.go),
+// so that SQLite's work never holds one of Go's Ps.
 //
 // No record is dropped while the disk has room. When the queue is full,
 // Put encodes the record as a frame into in-memory blocks (a copy under a
