@@ -275,6 +275,8 @@ func openInsertThread(path, insertSQL string, cols int) (*insertThread, error) {
 	}
 	wfd := w.Fd() // blocking from here on, as the thread wants it
 	cpath, csql := C.CString(path), C.CString(insertSQL)
+	// Safe: C.CString's copies are C memory of ours, freed once, after the
+	// open has copied what it keeps (SQLite copies the path and the SQL).
 	defer C.free(unsafe.Pointer(cpath))
 	defer C.free(unsafe.Pointer(csql))
 	var cerr [256]C.char
@@ -300,8 +302,12 @@ func (t *insertThread) run(ctx context.Context, batch []byte, rows int) error {
 	var pin runtime.Pinner
 	pin.Pin(&batch[0]) // the thread reads it after the submit call returns
 	defer pin.Unpin()
-	// A pinned Go buffer may be kept by C (cgo's pointer rules); the
-	// thread reads only the len(batch) bytes from its start.
+	// Safe: batch is our own byte slice, non-empty (rows > 0), holding no
+	// Go pointers, and pinned until the thread has let go of it (run waits
+	// for the thread's byte on the pipe before Unpin), which cgo's rules
+	// require of a Go pointer C keeps after the call; the thread only reads
+	// the len(batch) bytes from its start, and clears SQLite's bindings to
+	// them before the batch ends.
 	C.gptapi_inserter_submit(t.c, (*C.uchar)(unsafe.Pointer(&batch[0])), C.size_t(len(batch)), C.int(rows))
 	var deadline time.Time
 	if d, ok := ctx.Deadline(); ok {

@@ -296,7 +296,7 @@ func BenchmarkInsert(b *testing.B) {
 }
 
 // unpack reads one packed row (row.appendPacked) into dst, a value a column.
-func unpack(dst []any, b []byte) []byte {
+func unpack(dst []any, b []byte) {
 	for k := range dst {
 		tag := b[0]
 		b = b[1:]
@@ -312,5 +312,4 @@ func unpack(dst []any, b []byte) []byte {
 			b = b[4+n:]
 		}
 	}
-	return b
 }
