@@ -202,3 +202,27 @@ func sharedRows(idPrefix string, n int) []row {
 	}
 	return rows
 }
+
+// TestInsertKeepsOnlySmallBatches: the packed batch's memory is reused for
+// the next batch unless it grew past maxKeptBatch.
+func TestInsertKeepsOnlySmallBatches(t *testing.T) {
+	st, err := openStore(filepath.Join(t.TempDir(), "keep.db"), "gw", monthOf(time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	st.storeBodies = true // rows of ~1 KB
+	if err := st.insert(context.Background(), sharedRows("k-", 10)); err != nil {
+		t.Fatal(err)
+	}
+	if cap(st.ins.buf) == 0 {
+		t.Fatal("a small batch's buffer was not kept")
+	}
+	big := sharedRows("b-", 2*maxKeptBatch/1000)
+	if err := st.insert(context.Background(), big); err != nil {
+		t.Fatal(err)
+	}
+	if c := cap(st.ins.buf); c > maxKeptBatch {
+		t.Fatalf("a batch of %d bytes kept after the insert", c)
+	}
+}
