@@ -233,6 +233,18 @@ def main_group(R):
             [{"role": "system", "content": "You are terse."},
              {"role": "user", "content": "hello world"}])
 
+    # Characters whose escapes differ between Go and JSON: control
+    # characters, DEL, the tag runes of a subdivision flag emoji. A message
+    # gptapi rewrites (here stripped and merged) must still reach the
+    # upstream as JSON, with its text intact.
+    FLAG = "\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F"
+
+    @ck("phase1.preprocess.rewritten_text_keeps_every_character")
+    def _():
+        pre([{"role": "user", "content": ' say "hi" \x1b[31mred\x7f '},
+             {"role": "user", "content": 'flag "x"\x0b' + FLAG + " \x01\x07!"}],
+            [{"role": "user", "content": 'say "hi" \x1b[31mred\x7f\n\nflag "x"\x0b' + FLAG + " \x01\x07!"}])
+
     @ck("phase1.preprocess.strip_think_closed_block")
     def _():
         pre([{"role": "user", "content": "q1"},
@@ -424,6 +436,14 @@ def main_group(R):
         got = [c["message"]["content"] for c in r.json["choices"]]
         eq(got, ["PFX: one", "PFX: two"], "choice contents")
         eq(r.json.get("usage"), USAGE, "usage relayed")
+
+    @ck("phase1.prefix.answer_text_keeps_every_character")
+    def _():
+        text = 'said "ok" \x1b[0m ' + FLAG + " \x01"
+        mP.always(lambda rec: Json(chat_answer(rec.json["model"], [text])))
+        r = gw.chat("m-prefix")
+        expect_status(r, 200)
+        eq(r.json["choices"][0]["message"]["content"], "PFX: " + text, "content")
 
     @ck("phase1.prefix.completions_every_choice")
     def _():

@@ -429,43 +429,13 @@ func fastFunction(fo *fastjson.Object, tc *toolCall) {
 // their order, strings through jsonw.AppendString, numbers through
 // appendJSONNumber.
 func (fp *fastParser) appendValue(dst []byte, v *fastjson.Value) []byte {
-	switch v.Type() {
-	case fastjson.TypeObject:
-		o, _ := v.Object()
-		dst = append(dst, '{')
-		n := 0
-		o.Visit(func(key []byte, v *fastjson.Value) {
-			if n > 0 {
-				dst = append(dst, ',')
-			}
-			n++
-			dst = jsonw.AppendString(dst, key)
-			dst = append(dst, ':')
-			dst = fp.appendValue(dst, v)
-		})
-		return append(dst, '}')
-	case fastjson.TypeArray:
-		a := v.GetArray()
-		dst = append(dst, '[')
-		for i, e := range a {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = fp.appendValue(dst, e)
-		}
-		return append(dst, ']')
-	case fastjson.TypeString:
-		s, _ := v.StringBytes()
-		return jsonw.AppendString(dst, s)
-	case fastjson.TypeNumber:
-		fp.num = v.MarshalTo(fp.num[:0])
-		if out, ok := appendJSONNumber(dst, fp.num); ok {
-			return out
-		}
-	case fastjson.TypeTrue:
-		return append(dst, "true"...)
-	case fastjson.TypeFalse:
-		return append(dst, "false"...)
+	return jsonw.AppendValueWith(dst, v, fp.appendNumber)
+}
+
+func (fp *fastParser) appendNumber(dst []byte, v *fastjson.Value) []byte {
+	fp.num = v.MarshalTo(fp.num[:0])
+	if out, ok := appendJSONNumber(dst, fp.num); ok {
+		return out
 	}
 	return append(dst, "null"...)
 }

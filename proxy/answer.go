@@ -3,6 +3,7 @@ package proxy
 import (
 	"github.com/valyala/fastjson"
 
+	"github.com/gptapi/gptapi/internal/jsonw"
 	"github.com/gptapi/gptapi/logsink"
 )
 
@@ -10,7 +11,7 @@ import (
 // client's special_prefix on every choice's text and, when model is set, the
 // caller's model name. It reports false when body is not a JSON object; the
 // answer then passes as it came.
-func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, body []byte, prefix string, model []byte) ([]byte, bool) {
+func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, strs *jsonStrings, body []byte, prefix string, model []byte) ([]byte, bool) {
 	// An answer is parsed whole; one whose shape would make it cost far
 	// more memory than its size is relayed as it came.
 	if n, err := logsink.CountValues(body); err != nil || n > logsink.ValueBudget(len(body)) {
@@ -21,7 +22,7 @@ func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, body []byt
 		return dst, false
 	}
 	if model != nil && v.Get("model") != nil {
-		v.Set("model", a.NewStringBytes(model))
+		v.Set("model", strs.newString(a, b2s(model)))
 	}
 	if prefix != "" {
 		for _, ch := range v.GetArray("choices") {
@@ -34,8 +35,8 @@ func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, body []byt
 				continue
 			}
 			b, _ := t.StringBytes()
-			target.Set(key, a.NewString(prefix+string(b)))
+			target.Set(key, strs.newString(a, prefix, b2s(b)))
 		}
 	}
-	return v.MarshalTo(dst), true
+	return jsonw.AppendValue(dst, v), true
 }

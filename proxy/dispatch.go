@@ -162,7 +162,7 @@ func (x *exchange) prepare(req *fasthttp.Request, up *upstream, model []byte) {
 	for k, v := range up.cfg.Headers {
 		req.Header.Set(k, v)
 	}
-	x.upBody = x.req.appendUpstreamBody(x.upBody[:0], &x.arena, up.cfg, model)
+	x.upBody = x.req.appendUpstreamBody(x.upBody[:0], up.cfg, model)
 	req.SetBodyRaw(x.upBody)
 }
 
@@ -199,7 +199,7 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 		if up.cfg.Model == "" {
 			restore = nil
 		}
-		out, ok := rewriteAnswer(ctx.Response.Body()[:0], &x.parser, &x.arena, body, up.cfg.SpecialPrefix, restore)
+		out, ok := rewriteAnswer(ctx.Response.Body()[:0], &x.parser, &x.arena, &x.req.strs, body, up.cfg.SpecialPrefix, restore)
 		if len(body) > maxKeptAnswer {
 			x.parser = fastjson.Parser{} // a pooled parser would keep the values of a huge answer
 		}

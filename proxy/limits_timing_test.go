@@ -71,7 +71,7 @@ func runRewrite(b *testing.B, body []byte, c *configs.Client) {
 		if !preprocess(&r, &a, &pp) {
 			b.Fatal("empty")
 		}
-		out = r.appendUpstreamBody(out[:0], &a, c, r.model)
+		out = r.appendUpstreamBody(out[:0], c, r.model)
 	}
 	Sink += len(out)
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
+
+	"github.com/gptapi/gptapi/internal/jsonw"
 )
 
 // modelsCache holds merged /v1/models answers for models_cache_ttl, one
@@ -164,7 +166,7 @@ func mergeModels(parts []modelsPart) []byte {
 			if n > 0 {
 				out = append(out, ',')
 			}
-			out = m.MarshalTo(out)
+			out = jsonw.AppendValue(out, m)
 			n++
 		}
 	}

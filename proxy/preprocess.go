@@ -48,7 +48,7 @@ func preprocess(r *request, a *fastjson.Arena, p *configs.Preprocess) bool {
 		}
 	}
 	mg.finish(r, a)
-	r.messages = out
+	r.messages, r.rewritten = out, true
 	return n > 0
 }
 
@@ -101,7 +101,7 @@ func (mg *merger) add(r *request, a *fastjson.Arena, content *fastjson.Value) {
 		mg.text = false
 		mg.parts = a.NewArray()
 		if len(mg.buf) > 0 {
-			mg.addText(a, a.NewString(r.newText(b2s(mg.buf))))
+			mg.addText(a, r.strs.newString(a, b2s(mg.buf)))
 		}
 	}
 	mg.addParts(a, content)
@@ -139,7 +139,7 @@ func (mg *merger) finish(r *request, a *fastjson.Arena) {
 	}
 	if mg.merged {
 		if mg.text {
-			mg.msg.Set("content", a.NewString(r.newText(b2s(mg.buf))))
+			mg.msg.Set("content", r.strs.newString(a, b2s(mg.buf)))
 		} else {
 			mg.msg.Set("content", mg.parts)
 		}
@@ -154,7 +154,7 @@ func cleanContent(r *request, a *fastjson.Arena, c *fastjson.Value, p *configs.P
 	case fastjson.TypeString:
 		b, _ := c.StringBytes()
 		if s, changed := cleanText(r, b2s(b), p, assistant); changed {
-			return a.NewString(s)
+			return r.strs.newString(a, s)
 		}
 	case fastjson.TypeArray:
 		parts := c.GetArray()
@@ -166,7 +166,7 @@ func cleanContent(r *request, a *fastjson.Arena, c *fastjson.Value, p *configs.P
 					b, _ := t.StringBytes()
 					s, changed := cleanText(r, b2s(b), p, assistant)
 					if changed {
-						part.Set("text", a.NewString(s))
+						part.Set("text", r.strs.newString(a, s))
 					}
 					if s == "" && p.DropEmpty {
 						continue

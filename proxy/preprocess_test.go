@@ -6,6 +6,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/internal/jsonw"
 	"github.com/gptapi/gptapi/logsink"
 )
 
@@ -22,7 +23,10 @@ func runPreprocess(t *testing.T, p configs.Preprocess, messages string) string {
 	if !preprocess(&r, &a, &p) {
 		return "400"
 	}
-	return string(r.messages.MarshalTo(nil))
+	if !r.rewritten {
+		return string(r.members[r.iMessages].Val)
+	}
+	return string(jsonw.AppendValue(nil, r.messages))
 }
 
 func TestPreprocess(t *testing.T) {
@@ -88,6 +92,12 @@ func TestPreprocess(t *testing.T) {
 	f(allOn, `[{"role":"user","content":"  "},{"role":"assistant","content":"<think>x</think>"}]`, "400")
 	// unicode and escapes survive a rewrite.
 	f(allOn, `[{"role":"user","content":" \u00e9t\u00e9 \"q\" "}]`, `[{"role":"user","content":"été \"q\""}]`)
+	// so do characters Go's quoting writes in its own syntax: control
+	// characters (\x01, \a), DEL, runes past U+FFFF it deems unprintable
+	// (\U000e0067, a flag emoji's tag letter), in stripped, merged and
+	// unchanged text alike.
+	f(allOn, `[{"role":"user","content":" \"a\"\u0001\u0007 "},{"role":"user","content":"\"b\"\u007f\udb40\udc67"},{"role":"assistant","content":"\"c\"\u001b"}]`,
+		`[{"role":"user","content":"\"a\"\u0001\u0007\n\n\"b\"`+"\x7f\U000e0067"+`"},{"role":"assistant","content":"\"c\"\u001b"}]`)
 }
 
 func TestStripThink(t *testing.T) {

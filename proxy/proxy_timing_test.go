@@ -91,7 +91,7 @@ func BenchmarkRewrite(b *testing.B) {
 		if !preprocess(&x.req, &x.arena, &pp) {
 			b.Fatal("empty")
 		}
-		x.upBody = x.req.appendUpstreamBody(x.upBody[:0], &x.arena, &c, x.req.model)
+		x.upBody = x.req.appendUpstreamBody(x.upBody[:0], &c, x.req.model)
 	}
 	Sink += len(x.upBody)
 	if !bytes.Contains(x.upBody, []byte(`"max_tokens":512`)) {

@@ -32,8 +32,10 @@ type request struct {
 	maxTokens, maxCompletionTokens       int64
 	hasMaxTokens, hasMaxCompletionTokens bool
 
-	// messages is the chat's message array; preprocess replaces it.
+	// messages is the chat's message array; preprocess replaces it and
+	// sets rewritten, and only then is it written anew for the upstream.
 	messages    *fastjson.Value
+	rewritten   bool
 	callerStops []string // unescaped, views of stopParser's buffer
 	stopSeen    map[string]struct{}
 	soMembers   []logsink.Member // members of stream_options, when it is an object
@@ -41,12 +43,13 @@ type request struct {
 	msgParser, stopParser fastjson.Parser
 	built                 int // values the parsers built for this request
 
-	// text holds strings preprocessing makes (views of it are given to the
-	// arena). It is only appended to while the request lives, so views stay
-	// valid even when it grows.
+	// text holds strings the request makes (the model name, texts without
+	// their reasoning blocks), which views point into. It is only appended
+	// to while the request lives, so views stay valid even when it grows.
 	text []byte
 
 	merge merger // preprocess's merge_user state
+	strs  jsonStrings
 }
 
 func (r *request) reset() {
@@ -75,6 +78,8 @@ func (r *request) reset() {
 	if r.built <= maxKeptValues {
 		keep.msgParser, keep.stopParser = r.msgParser, r.stopParser
 	}
+	keep.strs = r.strs
+	keep.strs.reset()
 	*r = keep
 }
 
@@ -83,6 +88,7 @@ const (
 	maxKeptStops   = 256     // largest stop list whose scratch a pooled request keeps
 	maxKeptMembers = 256
 	maxKeptValues  = 1 << 16
+	maxKeptStrings = 256 // parsers of made strings a pooled request keeps
 )
 
 // maxMembers bounds the top-level fields of a body, and of its
@@ -360,7 +366,7 @@ func (r *request) parseStop() *apiError {
 // preprocessed messages applied (SPEC §4.2-4.4). Every other member is
 // copied as the caller sent it. It leaves r as it was, so each attempt
 // starts from the caller's request.
-func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.Client, model []byte) []byte {
+func (r *request) appendUpstreamBody(dst []byte, c *configs.Client, model []byte) []byte {
 	dst = append(dst, '{')
 	for i := range r.members {
 		m := &r.members[i]
@@ -386,7 +392,7 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 			dst = appendClamped(dst, m.Val, r.maxCompletionTokens, r.hasMaxCompletionTokens, c.MaxTokens)
 		case r.iStop:
 			if len(c.Stop) > 0 {
-				dst = r.mergeStops(a, c.Stop).MarshalTo(dst)
+				dst = r.appendStops(dst, c.Stop)
 			} else {
 				dst = append(dst, m.Val...)
 			}
@@ -397,8 +403,8 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 				dst = append(dst, m.Val...)
 			}
 		case r.iMessages:
-			if r.messages != nil {
-				dst = r.messages.MarshalTo(dst)
+			if r.rewritten {
+				dst = jsonw.AppendValue(dst, r.messages)
 			} else {
 				dst = append(dst, m.Val...)
 			}
@@ -408,7 +414,7 @@ func (r *request) appendUpstreamBody(dst []byte, a *fastjson.Arena, c *configs.C
 	}
 	if r.iStop < 0 && len(c.Stop) > 0 {
 		dst = append(dst, `,"stop":`...)
-		dst = r.mergeStops(a, c.Stop).MarshalTo(dst)
+		dst = r.appendStops(dst, c.Stop)
 	}
 	if r.iStreamOptions < 0 && r.hidesUsage(c) {
 		dst = append(dst, `,"stream_options":`...)
@@ -443,20 +449,24 @@ func appendClamped(dst, raw []byte, n int64, ok bool, limit int) []byte {
 	return append(dst, raw...)
 }
 
-// mergeStops returns the caller's stops followed by the client's, each once,
-// in order (SPEC §4.3). A set keeps it linear in the number of stops.
-func (r *request) mergeStops(a *fastjson.Arena, client []string) *fastjson.Value {
+// appendStops appends the caller's stops followed by the client's, each
+// once, in order (SPEC §4.3), as a JSON array. A set keeps it linear in the
+// number of stops.
+func (r *request) appendStops(dst []byte, client []string) []byte {
 	if r.stopSeen == nil {
 		r.stopSeen = make(map[string]struct{}, len(r.callerStops)+len(client))
 	}
-	arr := a.NewArray()
+	dst = append(dst, '[')
 	n := 0
 	add := func(s string) {
 		if _, dup := r.stopSeen[s]; dup {
 			return
 		}
 		r.stopSeen[s] = struct{}{}
-		arr.SetArrayItem(n, a.NewString(s))
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		dst = jsonw.AppendString(dst, s)
 		n++
 	}
 	for _, s := range r.callerStops {
@@ -466,7 +476,7 @@ func (r *request) mergeStops(a *fastjson.Arena, client []string) *fastjson.Value
 		add(s)
 	}
 	clear(r.stopSeen)
-	return arr
+	return append(dst, ']')
 }
 
 // hidesUsage reports whether gptapi asks c for stream usage the caller did

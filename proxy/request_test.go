@@ -18,14 +18,13 @@ import (
 func upstreamBody(t testing.TB, ep logsink.Endpoint, body string, c configs.Client, model string) string {
 	t.Helper()
 	var r request
-	var a fastjson.Arena
 	if e := r.parse([]byte(body), ep); e != nil {
 		t.Fatalf("parse %s: %s", body, e.Message)
 	}
 	if model == "" {
 		model = string(r.model)
 	}
-	return string(r.appendUpstreamBody(nil, &a, &c, []byte(model)))
+	return string(r.appendUpstreamBody(nil, &c, []byte(model)))
 }
 
 func TestUpstreamBody(t *testing.T) {
@@ -53,6 +52,10 @@ func TestUpstreamBody(t *testing.T) {
 		`{"model":"m",`+msgs+`,"stop":["END","x","<|im_end|>"]}`)
 	f(configs.Client{Stop: []string{"b"}}, `{"model":"m",`+msgs+`,"stop":"a"}`, `{"model":"m",`+msgs+`,"stop":["a","b"]}`)
 	f(configs.Client{Stop: []string{"b"}}, `{"model":"m",`+msgs+`}`, `{"model":"m",`+msgs+`,"stop":["b"]}`)
+	// A merged stop list is JSON whatever its stops hold (Go's quoting
+	// would write \a and \x01).
+	f(configs.Client{Stop: []string{"\x01\""}}, `{"model":"m",`+msgs+`,"stop":"\u0007\"\\"}`,
+		`{"model":"m",`+msgs+`,"stop":["\u0007\"\\","\u0001\""]}`)
 	// Neither side has stops: left as sent.
 	f(plain, `{"model":"m",`+msgs+`,"stop":null}`, `{"model":"m",`+msgs+`,"stop":null}`)
 	f(plain, `{"model":"m",`+msgs+`}`, `{"model":"m",`+msgs+`}`)
@@ -70,19 +73,18 @@ func TestUpstreamBody(t *testing.T) {
 // must not leak into the next.
 func TestUpstreamBodyAttemptsIndependent(t *testing.T) {
 	var r request
-	var a fastjson.Arena
 	body := `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true}`
 	if e := r.parse([]byte(body), logsink.Chat); e != nil {
 		t.Fatal(e.Message)
 	}
 	first := configs.Client{Model: "other", MaxTokens: 10, Stop: []string{"s"}, StreamUsage: true}
-	got1 := string(r.appendUpstreamBody(nil, &a, &first, []byte("m")))
+	got1 := string(r.appendUpstreamBody(nil, &first, []byte("m")))
 	want1 := `{"model":"other","messages":[{"role":"user","content":"x"}],"max_tokens":10,"stream":true,"stop":["s"],"stream_options":{"include_usage":true}}`
 	if got1 != want1 {
 		t.Fatalf("first attempt\n got: %s\nwant: %s", got1, want1)
 	}
 	second := configs.Client{}
-	got2 := string(r.appendUpstreamBody(nil, &a, &second, []byte("fallback-model")))
+	got2 := string(r.appendUpstreamBody(nil, &second, []byte("fallback-model")))
 	want2 := `{"model":"fallback-model","messages":[{"role":"user","content":"x"}],"max_tokens":1000,"stream":true}`
 	if got2 != want2 {
 		t.Fatalf("second attempt\n got: %s\nwant: %s", got2, want2)
@@ -152,14 +154,13 @@ func TestParseErrors(t *testing.T) {
 func TestParseSmallValuesCheap(t *testing.T) {
 	body := zeros(16 << 20)
 	var r request
-	var a fastjson.Arena
 	var out []byte
 	allocs := testing.AllocsPerRun(1, func() {
 		r.reset()
 		if e := r.parse(body, logsink.Chat); e != nil {
 			t.Fatal(e.Message)
 		}
-		out = r.appendUpstreamBody(out[:0], &a, &configs.Client{}, r.model)
+		out = r.appendUpstreamBody(out[:0], &configs.Client{}, r.model)
 	})
 	if len(out) != len(body) || r.built > 10 {
 		t.Fatalf("upstream body %d bytes of %d, %d values built", len(out), len(body), r.built)
@@ -217,7 +218,8 @@ func TestRewriteAnswer(t *testing.T) {
 		if model != "" {
 			m = []byte(model)
 		}
-		got, ok := rewriteAnswer(nil, &p, &a, []byte(body), prefix, m)
+		var strs jsonStrings
+		got, ok := rewriteAnswer(nil, &p, &a, &strs, []byte(body), prefix, m)
 		if !ok {
 			got = []byte(body)
 		}
@@ -232,6 +234,10 @@ func TestRewriteAnswer(t *testing.T) {
 	f(`{"model":"up","choices":[{"message":{"content":null,"tool_calls":[]}}]}`, "P", "asked",
 		`{"model":"asked","choices":[{"message":{"content":null,"tool_calls":[]}}]}`)
 	f(`not json`, "P", "", `not json`)
+	// Text with characters Go's quoting writes in its own syntax (\x01,
+	// \U000e0067) stays JSON, prefixed and renamed.
+	f(`{"model":"up","choices":[{"message":{"content":"\"x\" \u0001 \udb40\udc67"}}]}`, "P\u001b", "a\"\u0007",
+		`{"model":"a\"\u0007","choices":[{"message":{"content":"P\u001b\"x\" \u0001 `+"\U000e0067"+`"}}]}`)
 }
 
 func FuzzUpstreamBody(f *testing.F) {
@@ -253,7 +259,7 @@ func FuzzUpstreamBody(f *testing.F) {
 		if !preprocess(&r, &a, &allOn) {
 			return
 		}
-		out := r.appendUpstreamBody(nil, &a, &c, []byte("mm"))
+		out := r.appendUpstreamBody(nil, &c, []byte("mm"))
 		runtime.ReadMemStats(&ms)
 		// Memory is linear in the body's size whatever its shape: at most
 		// the value budget's floor plus a small multiple of the bytes.
