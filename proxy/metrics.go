@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
@@ -122,8 +123,8 @@ func (m *serverMetrics) addSeries(k requestKey) *metrics.Counter {
 	if c := old[k]; c != nil {
 		return c
 	}
-	name := `gptapi_requests_total{route="` + routeName(k.route) + `",model=` + strconv.Quote(k.model) +
-		`,upstream=` + strconv.Quote(k.upstream) + `,status="` + strconv.Itoa(k.status) + `"}`
+	name := `gptapi_requests_total{route="` + routeName(k.route) + `",model=` + string(appendLabelValue(nil, k.model)) +
+		`,upstream=` + string(appendLabelValue(nil, k.upstream)) + `,status="` + strconv.Itoa(k.status) + `"}`
 	c := m.set.GetOrCreateCounter(name)
 	next := make(map[requestKey]*metrics.Counter, len(old)+1)
 	for kk, v := range old {
@@ -132,6 +133,28 @@ func (m *serverMetrics) addSeries(k requestKey) *metrics.Counter {
 	next[k] = c
 	m.requests.Store(&next)
 	return c
+}
+
+// appendLabelValue appends s as a quoted label value of the Prometheus text
+// format, which has three escapes (\\, \", \n): strconv.Quote's others (\t,
+// \x01, \u200b) make Prometheus and promtool refuse the whole scrape. The
+// values are config strings (client names, model_match values); a byte
+// that is not UTF-8 becomes U+FFFD.
+func appendLabelValue(b []byte, s string) []byte {
+	b = append(b, '"')
+	for _, r := range s {
+		switch r {
+		case '\\':
+			b = append(b, `\\`...)
+		case '"':
+			b = append(b, `\"`...)
+		case '\n':
+			b = append(b, `\n`...)
+		default:
+			b = utf8.AppendRune(b, r)
+		}
+	}
+	return append(b, '"')
 }
 
 func routeName(e logsink.Endpoint) string {
@@ -160,7 +183,7 @@ func (m *serverMetrics) writeDynamic(w io.Writer, s *Server) {
 			v = 1
 		}
 		b = append(b, `gptapi_upstream_cooldown{upstream=`...)
-		b = strconv.AppendQuote(b, up.cfg.Name)
+		b = appendLabelValue(b, up.cfg.Name)
 		b = append(b, "} "...)
 		b = strconv.AppendInt(b, int64(v), 10)
 		b = append(b, '\n')
@@ -343,7 +366,7 @@ func (h *histogram) Observe(d time.Duration) {
 
 func (h *histogram) appendPrometheus(b []byte, name, upstream string) []byte {
 	var cum uint64
-	label := strconv.Quote(upstream)
+	label := appendLabelValue(nil, upstream)
 	for i := range h.counts {
 		cum += h.counts[i].Load()
 		b = append(b, name...)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/configs"
@@ -27,10 +29,15 @@ var (
 	promLabel = regexp.MustCompile(`^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)`)
 )
 
-// parseProm parses the exposition format strictly: every line a comment or
-// a well-formed sample, or it fails the test.
+// parseProm parses the exposition format strictly: Prometheus's own parser
+// must take it whole, and every line must be a comment or a well-formed
+// sample, or it fails the test.
 func parseProm(t *testing.T, text string) []promSample {
 	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	if _, err := p.TextToMetricFamilies(strings.NewReader(text)); err != nil {
+		t.Fatalf("Prometheus's parser refuses the exposition: %v", err)
+	}
 	var out []promSample
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
@@ -251,6 +258,32 @@ func TestAppendExposition(t *testing.T) {
 		"# HELP gptapi_ttft_seconds "+families["gptapi_ttft_seconds"].help+"\n# TYPE gptapi_ttft_seconds histogram\n"+
 			"gptapi_ttft_seconds_bucket{le=\"+Inf\"} 1\ngptapi_ttft_seconds_sum 0.5\ngptapi_ttft_seconds_count 1\n")
 	f("", "")
+}
+
+// Label values are written in the exposition format's escapes only (\\,
+// \", \n): a client name or model_match value with a tab or a character
+// Go's quoting deems unprintable (\t, \u200b) must not make the whole
+// scrape unreadable.
+func TestMetricsLabelValues(t *testing.T) {
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"choices":[{"index":0,"message":{"content":"ok"}}]}`)
+	})
+	cfg := testConfig(up)
+	name, match := "fleet\tA \"q\" \\ \u200b\n", "qwen\u200b\x01"
+	cfg.Clients[0].Name, cfg.Clients[0].Match.Value = name, []string{match}
+	_, addr := startProxy(t, cfg, nil)
+	body := `{"model":"qwen\u200b\u0001-7b","messages":[{"role":"user","content":"hi"}]}`
+	if status, _, got := post(t, addr, "/v1/chat/completions", body); status != 200 {
+		t.Fatalf("%d %s", status, got)
+	}
+	samples := scrape(t, addr)
+	if v, ok := promValue(samples, "gptapi_requests_total", map[string]string{"route": "chat", "model": match, "upstream": name, "status": "200"}); !ok || v != 1 {
+		t.Fatalf("gptapi_requests_total for %q via %q: %v %v", match, name, v, ok)
+	}
+	if _, ok := promValue(samples, "gptapi_upstream_cooldown", map[string]string{"upstream": name}); !ok {
+		t.Fatalf("no gptapi_upstream_cooldown for %q", name)
+	}
 }
 
 // A sub-millisecond answer reaches the histograms as what it took, not as

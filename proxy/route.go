@@ -236,7 +236,7 @@ func (m *serverMetrics) appendRouting(b []byte, st *state, now time.Time) []byte
 func appendUpstreamSample(b []byte, name, upstream string, v int64) []byte {
 	b = append(b, name...)
 	b = append(b, `{upstream=`...)
-	b = strconv.AppendQuote(b, upstream)
+	b = appendLabelValue(b, upstream)
 	b = append(b, "} "...)
 	b = strconv.AppendInt(b, v, 10)
 	return append(b, '\n')
