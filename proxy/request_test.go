@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
@@ -329,4 +330,46 @@ func TestRecordCarriesRequestOffers(t *testing.T) {
 			t.Errorf("%s %s: scanned %v tools %v multimodal %v", tc.path, tc.body, rec.RequestScanned, rec.RequestTools, rec.RequestMultimodal)
 		}
 	}
+}
+
+// FuzzRewriteAnswer: whatever an upstream answers, a rewritten answer is
+// JSON; and an answer whose text is any string gets the prefix before it
+// and the model renamed.
+func FuzzRewriteAnswer(f *testing.F) {
+	f.Add(`{"model":"up","choices":[{"index":0,"message":{"content":"a \"q\" \u0001"}}]}`, "a \"q\" \x01", "P\x1b: ")
+	f.Add(`{"object":"text_completion","choices":[{"text":"\udb40\udc67","index":0}]}`, "\U000e0067", "\x7f")
+	f.Add(`{"model":1,"choices":[{"message":{"content":null}},{"text":"x"},[]]}`, "\xff", "p")
+	f.Fuzz(func(t *testing.T, body, text, prefix string) {
+		rewrite := func(body string) []byte {
+			var p fastjson.Parser
+			var a fastjson.Arena
+			var strs jsonStrings
+			out, ok := rewriteAnswer(nil, &p, &a, &strs, []byte(body), prefix, []byte("asked\u0001"))
+			if ok && !json.Valid(out) {
+				t.Fatalf("invalid JSON\nin:  %s\nout: %s", body, out)
+			}
+			return out
+		}
+		rewrite(body)
+		if !utf8.ValidString(prefix) {
+			return
+		}
+		quoted, _ := json.Marshal(text) // what encoding/json reads back from it
+		var want string
+		_ = json.Unmarshal(quoted, &want)
+		out := rewrite(`{"model":"up","choices":[{"index":0,"message":{"content":` + string(quoted) + `}},{"text":` + string(quoted) + `}]}`)
+		var got struct {
+			Model   string
+			Choices []struct {
+				Text    string
+				Message struct{ Content string }
+			}
+		}
+		if err := json.Unmarshal(out, &got); err != nil || len(got.Choices) != 2 {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if got.Model != "asked\u0001" || got.Choices[0].Message.Content != prefix+want || got.Choices[1].Text != prefix+want {
+			t.Fatalf("text %q, prefix %q: %s", text, prefix, out)
+		}
+	})
 }
