@@ -13,7 +13,7 @@ import (
 
 // socketPair is a loopback TCP connection: ours wrapped in a rawIO, and
 // the peer.
-func socketPair(t *testing.T) (*rawIO, net.Conn, net.Conn) {
+func socketPair(t testing.TB) (*rawIO, net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -135,25 +135,11 @@ func BenchmarkRawIO(b *testing.B) {
 			name = "rawIO"
 		}
 		b.Run(name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			a, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer a.Close()
-			c, err := ln.Accept()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			var w, r rawIO
+			r, c, a := socketPair(b)
+			var w rawIO
 			w.init(a)
-			r.init(c)
 			msg, buf := make([]byte, 600), make([]byte, 4096)
+			var err error
 			b.ReportAllocs()
 			for b.Loop() {
 				if raw {
