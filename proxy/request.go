@@ -97,12 +97,10 @@ const (
 // size, whatever the shape).
 const maxMembers = 1024
 
-// newText returns a string of the concatenation of parts, stored in r.text.
-func (r *request) newText(parts ...string) string {
+// newText returns a copy of s stored in r.text.
+func (r *request) newText(s string) string {
 	start := len(r.text)
-	for _, p := range parts {
-		r.text = append(r.text, p...)
-	}
+	r.text = append(r.text, s...)
 	return b2s(r.text[start:])
 }
 

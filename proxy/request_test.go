@@ -40,6 +40,10 @@ func TestUpstreamBody(t *testing.T) {
 	// Unknown fields and their bytes pass untouched.
 	f(plain, `{"model":"m",`+msgs+`,"x":{"y":[1,2.50,"\u00e9"]},"temperature":0.70}`,
 		`{"model":"m",`+msgs+`,"x":{"y":[1,2.50,"\u00e9"]},"temperature":0.70}`)
+	// Messages gptapi did not rewrite (no preprocessing here) keep their
+	// bytes, escapes included.
+	f(plain, `{"model":"m","messages":[{"role":"user","content":"\u00e9 \/ \"q\""}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"\u00e9 \/ \"q\""}]}`)
 	// Model rewrite.
 	f(configs.Client{Model: "Qwen/Qwen2-72B"}, `{"model":"qwen",`+msgs+`}`, `{"model":"Qwen/Qwen2-72B",`+msgs+`}`)
 	// Clamp both token fields above the limit; keep them below it.
