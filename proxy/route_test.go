@@ -155,6 +155,8 @@ func TestRouteLeastLoadedFollowsQueues(t *testing.T) {
 	}
 	a.waiting.Store(0)
 	b.waiting.Store(40)
+	// Each upstream is polled on its own clock: wait for both new figures.
+	waitMetric(t, addr, "gptapi_upstream_waiting", "up0", 0)
 	waitMetric(t, addr, "gptapi_upstream_waiting", "up1", 40)
 	for range 10 {
 		if _, h, _ := post(t, addr, "/v1/chat/completions", chatBody); h["X-Gptapi-Upstream"] != "up0" {
