@@ -90,7 +90,13 @@ func startProxy(t testing.TB, cfg *configs.Config, sink RecordSink) (*Server, st
 		t.Fatal(err)
 	}
 	go s.Serve(ln) //nolint:errcheck
-	t.Cleanup(func() { _ = s.srv.Shutdown() })
+	// The whole shutdown, poller included: one left polling would allocate
+	// under later tests' allocation counts.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
 	return s, ln.Addr().String()
 }
 
