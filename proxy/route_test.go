@@ -24,6 +24,7 @@ type fleetServer struct {
 	fail    atomic.Bool
 	metrics atomic.Value // string: the /metrics body, when set; else vLLM text of waiting
 	served  atomic.Int64
+	scraped atomic.Int64 // reads of /metrics
 }
 
 func startFleetServer(t *testing.T) *fleetServer {
@@ -31,6 +32,7 @@ func startFleetServer(t *testing.T) *fleetServer {
 	fs := new(fleetServer)
 	fs.url = startUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/metrics" {
+			fs.scraped.Add(1)
 			if m, ok := fs.metrics.Load().(string); ok {
 				ctx.SetBodyString(m)
 				return
@@ -195,6 +197,12 @@ func TestRouteBadMetricsIgnored(t *testing.T) {
 		b.waiting.Store(3)
 		_, addr := startProxy(t, fleetConfig(configs.StrategyLeastLoaded, a, b), nil)
 		waitMetric(t, addr, "gptapi_upstream_waiting", "up1", 3)
+		// A second read of up0 begins only after the first was handled.
+		for deadline := time.Now().Add(5 * time.Second); a.scraped.Load() < 2; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("metrics %q: up0's metrics_url was never read twice", body)
+			}
+		}
 		if _, ok := promValue(scrape(t, addr), "gptapi_upstream_waiting", map[string]string{"upstream": "up0"}); ok {
 			t.Errorf("metrics %q: a waiting series for up0", body)
 		}
