@@ -390,6 +390,17 @@ def main_group(R):
                                                   "max_tokens": 999}), 200)
         eq(mC.last("/completions").json.get("max_tokens"), 100, "upstream max_tokens")
 
+    @ck("phase1.params.embeddings_and_rerank_get_no_stops_or_clamp")
+    def _():
+        # m-clamp's client has max_tokens 100 and two stops: neither is for
+        # requests that generate no text (OpenAI refuses an embeddings stop).
+        expect_status(gw.post("/v1/embeddings", {"model": "m-clamp", "input": "x"}), 200)
+        eq(mC.last("/embeddings").json, {"model": "real-model", "input": "x"}, "upstream embeddings body")
+        expect_status(gw.post("/v1/rerank", {"model": "m-clamp", "query": "q", "documents": ["a"],
+                                             "max_tokens": 999}), 200)
+        eq(mC.last("/rerank").json, {"model": "real-model", "query": "q", "documents": ["a"],
+                                     "max_tokens": 999}, "upstream rerank body")
+
     @ck("phase1.params.no_clamp_when_zero")
     def _():
         expect_status(gw.chat("m-plain", max_tokens=100000), 200)

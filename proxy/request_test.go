@@ -74,6 +74,26 @@ func TestUpstreamBody(t *testing.T) {
 		`{"model":"m",`+msgs+`,"stream":true,"stream_options":{"include_usage":true}}`)
 }
 
+// Embeddings and rerank generate no text: the client's stops and token
+// limit are not applied, and the fields pass as any unknown one.
+func TestUpstreamBodyNotGenerating(t *testing.T) {
+	c := configs.Client{Model: "served", MaxTokens: 10, Stop: []string{"<|im_end|>"}, StreamUsage: true}
+	for _, tc := range []struct {
+		ep       logsink.Endpoint
+		in, want string
+	}{
+		{logsink.Embeddings, `{"model":"m","input":["a"]}`, `{"model":"served","input":["a"]}`},
+		{logsink.Embeddings, `{"model":"m","input":"a","max_tokens":4096,"stop":7}`, `{"model":"served","input":"a","max_tokens":4096,"stop":7}`},
+		{logsink.Rerank, `{"model":"m","query":"q","documents":["a"],"max_tokens":"x"}`, `{"model":"served","query":"q","documents":["a"],"max_tokens":"x"}`},
+		// The same client on a generating endpoint.
+		{logsink.Completions, `{"model":"m","prompt":"p","max_tokens":4096}`, `{"model":"served","prompt":"p","max_tokens":10,"stop":["<|im_end|>"]}`},
+	} {
+		if got := upstreamBody(t, tc.ep, tc.in, c, ""); got != tc.want {
+			t.Errorf("%v body for %s\n got: %s\nwant: %s", tc.ep, tc.in, got, tc.want)
+		}
+	}
+}
+
 // Each attempt starts from the caller's request: a rewrite for one client
 // must not leak into the next.
 func TestUpstreamBodyAttemptsIndependent(t *testing.T) {
