@@ -705,6 +705,19 @@ def main_group(R):
         eq(len(mSF1.calls()), 1, "attempts on the failing upstream")
         ensure(s.done, "no [DONE]")
 
+    @ck("phase1.stream.json_answer_is_the_answer")
+    def _():
+        # An upstream that ignores "stream" and answers one JSON answer has
+        # answered: relayed as a non-stream answer, not failed over.
+        mSF1.always(lambda rec: Json(chat_answer(rec.json["model"], ["whole"])))
+        s = gw.stream_chat("m-sfail").read_all()
+        expect_status(s, 200)
+        eq(s.header("X-Gptapi-Upstream"), "sfa", "X-Gptapi-Upstream")
+        ensure((s.header("content-type") or "").startswith("application/json"),
+               "Content-Type %r" % s.header("content-type"))
+        eq(json.loads(s.raw)["choices"][0]["message"]["content"], "whole", "answer")
+        eq(len(mSF2.calls()), 0, "attempts on the next upstream")
+
     @ck("phase1.stream.failover_on_silence_past_first_byte_timeout")
     def _():
         mSF1.always(Stall(4))

@@ -193,20 +193,9 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
-	body := resp.Body()
-	if status/100 == 2 && (up.cfg.SpecialPrefix != "" || up.cfg.Model != "") && apis[x.req.endpoint].generates {
-		restore := x.req.model
-		if up.cfg.Model == "" {
-			restore = nil
-		}
-		out, ok := rewriteAnswer(ctx.Response.Body()[:0], &x.parser, &x.arena, &x.req.strs, body, up.cfg.SpecialPrefix, restore)
-		if len(body) > maxKeptAnswer {
-			x.parser = fastjson.Parser{} // a pooled parser would keep the values of a huge answer
-		}
-		if ok {
-			ctx.Response.SetBodyRaw(out)
-			return nil
-		}
+	if out, ok := x.rewriteAnswer(ctx.Response.Body()[:0], up, status, resp.Body()); ok {
+		ctx.Response.SetBodyRaw(out)
+		return nil
 	}
 	// Hand the upstream's body buffer to the caller's response, no copy;
 	// the caller's (pooled) buffer goes to resp so the next upstream read
@@ -214,6 +203,25 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	old := ctx.Response.SwapBody(resp.SwapBody(nil))
 	resp.SwapBody(old[:0])
 	return nil
+}
+
+// rewriteAnswer writes to dst a successful JSON answer of up with the
+// client's special_prefix and, where the client renames the model, the
+// caller's model name put in (SPEC §4.4). ok is false when there is
+// nothing to rewrite or body is not such an answer: it is relayed as is.
+func (x *exchange) rewriteAnswer(dst []byte, up *upstream, status int, body []byte) (out []byte, ok bool) {
+	if status/100 != 2 || (up.cfg.SpecialPrefix == "" && up.cfg.Model == "") || !apis[x.req.endpoint].generates {
+		return dst, false
+	}
+	restore := x.req.model
+	if up.cfg.Model == "" {
+		restore = nil
+	}
+	out, ok = rewriteAnswer(dst, &x.parser, &x.arena, &x.req.strs, body, up.cfg.SpecialPrefix, restore)
+	if len(body) > maxKeptAnswer {
+		x.parser = fastjson.Parser{} // a pooled parser would keep the values of a huge answer
+	}
+	return out, ok
 }
 
 // roundTrip sends req on a connection of up's plain pool it holds, where

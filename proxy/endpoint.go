@@ -8,7 +8,8 @@ type api struct {
 	// path is where a client serves it, under its base_url.
 	path string
 	// generates: its answer carries generated text (choices), which
-	// special_prefix and a client's model rewrite.
+	// special_prefix and a client's model rewrite, and its request takes
+	// the client's max_tokens clamp and stops.
 	generates bool
 	// prompt are the members that make its prompt for prefix routing, in
 	// order; chat's prompt is its messages (route.go).

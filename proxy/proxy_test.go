@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,6 +411,54 @@ func TestStreamFailoverBeforeFirstByte(t *testing.T) {
 	}
 	if rec := sink.wait(t); string(rec.Upstream) != "up1" || string(rec.Tried) != `["up0/qwen","up1/qwen"]` {
 		t.Fatalf("record upstream %s tried %s", rec.Upstream, rec.Tried)
+	}
+}
+
+// An answer to a stream request that is not a stream is the upstream's
+// answer, relayed as a non-stream one: one JSON answer from an upstream
+// that ignored "stream" (prefix and model name put in, no failover), or
+// its own refusal, decoded when compressed.
+func TestStreamAnsweredWhole(t *testing.T) {
+	var gzipped bytes.Buffer
+	zw := gzip.NewWriter(&gzipped)
+	io.WriteString(zw, `{"error":{"message":"context too long"}}`)
+	zw.Close()
+	for _, tc := range []struct {
+		name, ctype, encoding string
+		status                int
+		body                  []byte
+		want                  string
+	}{
+		{"json", "application/json; charset=utf-8", "", 200,
+			[]byte(`{"object":"chat.completion","model":"up-model","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`),
+			`{"object":"chat.completion","model":"qwen-7b","choices":[{"index":0,"message":{"role":"assistant","content":"P:hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`},
+		{"gzipped refusal", "application/json", "gzip", 400, gzipped.Bytes(), `{"error":{"message":"context too long"}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked atomic.Int64
+			whole := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+				asked.Add(1)
+				ctx.SetStatusCode(tc.status)
+				ctx.SetContentType(tc.ctype)
+				if tc.encoding != "" {
+					ctx.Response.Header.Set(fasthttp.HeaderContentEncoding, tc.encoding)
+				}
+				ctx.SetBody(tc.body)
+			})
+			other := sseUpstream(t, 0)
+			cfg := testConfig(whole, other)
+			cfg.Clients[0].Priority, cfg.Clients[0].SpecialPrefix, cfg.Clients[0].Model = 1000000, "P:", "up-model"
+			sink := newCaptureSink()
+			_, addr := startProxy(t, cfg, sink)
+			status, h, body := post(t, addr, "/v1/chat/completions", `{"model":"qwen-7b","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+			if status != tc.status || string(body) != tc.want || h["X-Gptapi-Upstream"] != "up0" || h["Content-Type"] != tc.ctype {
+				t.Fatalf("got %d %q from %s (%s), want %d %s", status, body, h["X-Gptapi-Upstream"], h["Content-Type"], tc.status, tc.want)
+			}
+			rec := sink.wait(t)
+			if asked.Load() != 1 || rec.Status != tc.status || string(rec.ResponseBody) != tc.want || string(rec.Tried) != `["up0/qwen-7b"]` || !rec.Stream {
+				t.Fatalf("asked %d; record %d tried %s stream %v body %s", asked.Load(), rec.Status, rec.Tried, rec.Stream, rec.ResponseBody)
+			}
+		})
 	}
 }
 

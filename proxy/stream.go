@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -100,28 +101,15 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	}
 	sb.body.reset(sb.conn.br, bodyLength(&sb.hdr))
 	status := sb.hdr.StatusCode()
-	if status != fasthttp.StatusOK {
-		if retryable(status) {
-			sb.conn.finish(false)
-			putStreamBody(sb)
-			return &attemptError{msg: up.cfg.Name + ": upstream answered " + strconv.Itoa(status)}
-		}
-		// The upstream's own refusal is relayed as it is, read within the
-		// bound of a non-stream answer.
-		x.scr, err = appendLimited(x.scr[:0], &sb.body, x.st.cfg.Check.MaxResponseBytes)
-		sb.conn.finish(err == nil && reusable(&sb.hdr, &sb.body))
-		if err != nil {
-			putStreamBody(sb)
-			return upstreamFailure(up, err)
-		}
-		ctx.SetStatusCode(status)
-		ctx.Response.Header.SetContentTypeBytes(sb.hdr.ContentType())
-		ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
-		ctx.Response.SetBody(x.scr)
-		x.out.ttft = time.Since(x.out.start)
-		x.out.up, x.out.upWait = up, time.Since(t0)
+	if retryable(status) {
+		sb.conn.finish(false)
 		putStreamBody(sb)
-		return nil
+		return &attemptError{msg: up.cfg.Name + ": upstream answered " + strconv.Itoa(status)}
+	}
+	if status != fasthttp.StatusOK || isJSON(sb.hdr.ContentType()) {
+		err := x.relayWhole(ctx, up, sb, t0)
+		putStreamBody(sb)
+		return err
 	}
 
 	sb.Relay.Reset()
@@ -173,6 +161,47 @@ func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byt
 	x.s.metrics.active.Add(1)
 	ctx.SetBodyStream(sb, -1)
 	return nil
+}
+
+// relayWhole relays an answer to a stream request that is not a stream:
+// the upstream's own refusal (4xx), or one JSON answer from an upstream
+// that does not stream this model or ignored "stream". Either is the
+// upstream's answer (SPEC §4.1), relayed as a non-stream one is: read
+// within max_response_bytes, decoded, the client's prefix and the
+// caller's model name put into a JSON answer.
+func (x *exchange) relayWhole(ctx *fasthttp.RequestCtx, up *upstream, sb *streamBody, t0 time.Time) *attemptError {
+	var src io.Reader = &sb.body
+	var err error
+	if ce := sb.hdr.ContentEncoding(); compressed(ce) {
+		src, err = decoder(ce, src)
+	}
+	if err == nil {
+		x.scr, err = appendLimited(x.scr[:0], src, x.st.cfg.Check.MaxResponseBytes)
+	}
+	sb.conn.finish(err == nil && reusable(&sb.hdr, &sb.body))
+	if err != nil {
+		return upstreamFailure(up, err)
+	}
+	status := sb.hdr.StatusCode()
+	ctx.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(sb.hdr.ContentType())
+	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
+	if out, ok := x.rewriteAnswer(ctx.Response.Body()[:0], up, status, x.scr); ok {
+		ctx.Response.SetBodyRaw(out)
+	} else {
+		ctx.Response.SetBody(x.scr)
+	}
+	x.out.ttft = time.Since(x.out.start)
+	x.out.up, x.out.upWait = up, time.Since(t0)
+	return nil
+}
+
+// isJSON reports whether the media type of a Content-Type is JSON's.
+func isJSON(ct []byte) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return bytes.EqualFold(bytes.TrimSpace(ct), []byte("application/json"))
 }
 
 // bodyLength is the body framing of a response header as bodyReader.reset
