@@ -173,7 +173,7 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 		}
 	}
 
-	if !r.generates() {
+	if !apis[r.endpoint].generates {
 		// Token limits and stops mean nothing to embeddings and rerank: such
 		// fields pass as any unknown one, and the client's stops are not
 		// added (OpenAI's embeddings API refuses a request with a stop).
@@ -227,12 +227,6 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 		}
 	}
 	return r.parseStop()
-}
-
-// generates reports whether the request asks for generated text, the
-// requests token limits and stops apply to (SPEC §4.3).
-func (r *request) generates() bool {
-	return r.endpoint == logsink.Chat || r.endpoint == logsink.Completions
 }
 
 // absent reports whether member i is missing or null.
@@ -422,7 +416,7 @@ func (r *request) appendUpstreamBody(dst []byte, c *configs.Client, model []byte
 			dst = append(dst, m.Val...)
 		}
 	}
-	if r.iStop < 0 && len(c.Stop) > 0 && r.generates() {
+	if r.iStop < 0 && len(c.Stop) > 0 && apis[r.endpoint].generates {
 		dst = append(dst, `,"stop":`...)
 		dst = r.appendStops(dst, c.Stop)
 	}
