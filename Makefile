@@ -73,6 +73,11 @@ deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  [ -f $(APT_UPDATED) ] || { apt-get update -qq && touch $(APT_UPDATED); }; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	$(call need,node,nodejs)
+	$(call need,npm,npm)
+	@# The official OpenAI SDK for GPT_API_TESTS/e2e_sdk.py, as its lock file pins it.
+	@[ -d GPT_API_TESTS/sdk/node_modules/openai ] || \
+	  npm ci --prefix GPT_API_TESTS/sdk --no-audit --no-fund --loglevel=error
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -6,6 +6,7 @@ stalls), and which records every request it received so a check can assert
 what gptapi sent upstream. Standard library only.
 """
 
+import base64
 import json
 import select
 import socket
@@ -515,9 +516,12 @@ class MockUpstream:
         if path.endswith("/embeddings"):
             inputs = body.get("input")
             n = len(inputs) if isinstance(inputs, list) else 1
+            vec = [0.25, -0.5, 0.125]
+            if body.get("encoding_format") == "base64":  # as vLLM and OpenAI: float32, little-endian
+                vec = base64.b64encode(struct.pack("<%df" % len(vec), *vec)).decode()
             return Json({"object": "list", "model": model, "data": [
                 {"object": "embedding", "index": i,
-                 "embedding": [0.25, -0.5, 0.125]} for i in range(n)],
+                 "embedding": vec} for i in range(n)],
                 "usage": {"prompt_tokens": 5, "total_tokens": 5}})
         if path.endswith("/rerank"):
             docs = body.get("documents") or []
