@@ -17,7 +17,7 @@ KEY = "sk-gateway-sdk"
 
 # What check.mjs runs, in its order.
 CHECKS = ["chat.create", "chat.stream", "chat.stream_usage", "chat.stream_helper",
-          "chat.prefix_and_model", "completions", "embeddings", "models.list",
+          "chat.prefix_and_model", "chat.tool_calls_stream", "completions", "embeddings", "models.list",
           "errors.not_found", "errors.bad_request", "errors.bad_key", "errors.all_failed",
           "abort"]
 
@@ -54,7 +54,7 @@ def _run_sdk(gw):
 
 
 def sdk_group(R):
-    mA, mP, mF, mS = R.mock("A", ["m-a"]), R.mock("P", ["m-p"]), R.mock("F"), R.mock("S")
+    mA, mP, mF, mS, mT = R.mock("A", ["m-a"]), R.mock("P", ["m-p"]), R.mock("F"), R.mock("S"), R.mock("T")
     gw = R.gateway("sdk", {
         "auth": {"keys": [KEY]},
         "openai_clients": [
@@ -62,6 +62,7 @@ def sdk_group(R):
             client("p", mP, ["m-p"], special_prefix="PFX: ", model="served-p"),
             client("f", mF, ["m-f"]),
             client("slow", mS, ["m-slow"]),
+            client("t", mT, ["m-t"], special_prefix="PFX: "),
         ]})
     state = {}
 
@@ -72,6 +73,7 @@ def sdk_group(R):
             mF.always(Fail(500))
             mS.always(lambda rec: Sse(chat_chunks(rec.json["model"], ["w%d " % i for i in range(30)]),
                                       interval=0.1))
+            mT.always(Sse(_tool_call_chunks("m-t")))
             gw.ensure()
             state["results"] = _run_sdk(gw)
             state["chat"] = mA.calls("/chat/completions")
@@ -101,3 +103,19 @@ def sdk_group(R):
         eq(gw.row("sdk-errors.all_failed")["status"], 502, "all-failed record status")
         eq(gw.row("sdk-abort")["status"], 499, "aborted stream record status")
         eq(gw.row("sdk-embeddings")["prompt_tokens"], 5, "embeddings prompt_tokens")
+        tools = gw.row("sdk-chat.tool_calls_stream")
+        eq((tools["has_tools"], json.loads(tools["tool_calls"])), (1, ["get_weather"]), "tool-call record")
+
+
+def _tool_call_chunks(model):
+    """A streamed answer that calls one tool, its arguments in two pieces."""
+    base = {"id": "chatcmpl-t", "object": "chat.completion.chunk", "created": 1, "model": model}
+
+    def delta(d, finish=None):
+        return dict(base, choices=[{"index": 0, "delta": d, "finish_reason": finish}])
+    return [delta({"role": "assistant", "content": None}),
+            delta({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
+                                   "function": {"name": "get_weather", "arguments": ""}}]}),
+            delta({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+            delta({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+            delta({}, "tool_calls")]

@@ -93,6 +93,20 @@ const checks = {
     expect(text, "PFX: Hello from P", "streamed text");
   },
 
+  // Tool calls streamed in pieces, from a client with special_prefix: the
+  // SDK's helper assembles the calls, and no prefix lands in an answer
+  // that has no text.
+  async "chat.tool_calls_stream"() {
+    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+    const runner = client.chat.completions.stream({ model: "m-t", messages, tools }, rid("chat.tool_calls_stream"));
+    const done = await runner.finalChatCompletion();
+    const choice = done.choices[0];
+    expect(choice.message.tool_calls.map((c) => [c.id, c.function.name, c.function.arguments]),
+      [["call_0", "get_weather", '{"city":"Paris"}']], "assembled tool calls");
+    expect(choice.finish_reason, "tool_calls", "finish_reason");
+    expect(choice.message.content ?? "", "", "content");
+  },
+
   async "completions"() {
     const data = await client.completions.create({ model: "m-a", prompt: "p" }, rid("completions"));
     expect(data.choices[0].text, "Hello from A", "text");
