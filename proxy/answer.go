@@ -34,8 +34,12 @@ func rewriteAnswer(dst []byte, p *fastjson.Parser, a *fastjson.Arena, strs *json
 			if t == nil || t.Type() != fastjson.TypeString {
 				continue
 			}
-			b, _ := t.StringBytes()
-			target.Set(key, strs.newString(a, prefix, b2s(b)))
+			// A choice with no text (a tool call with "" content) gets
+			// none, as in a stream, where the prefix goes with the first
+			// text.
+			if b, _ := t.StringBytes(); len(b) > 0 {
+				target.Set(key, strs.newString(a, prefix, b2s(b)))
+			}
 		}
 	}
 	return jsonw.AppendValue(dst, v), true

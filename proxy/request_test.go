@@ -258,6 +258,8 @@ func TestRewriteAnswer(t *testing.T) {
 		`{"object":"text_completion","choices":[{"text":"\"q\"\\ t","index":0}]}`)
 	f(`{"model":"up","choices":[{"message":{"content":null,"tool_calls":[]}}]}`, "P", "asked",
 		`{"model":"asked","choices":[{"message":{"content":null,"tool_calls":[]}}]}`)
+	f(`{"model":"up","choices":[{"message":{"content":"","tool_calls":[]}},{"message":{"content":"t"}}]}`, "P", "",
+		`{"model":"up","choices":[{"message":{"content":"","tool_calls":[]}},{"message":{"content":"Pt"}}]}`)
 	f(`not json`, "P", "", `not json`)
 	// Text with characters Go's quoting writes in its own syntax (\x01,
 	// \U000e0067) stays JSON, prefixed and renamed.
@@ -392,7 +394,10 @@ func FuzzRewriteAnswer(f *testing.F) {
 		if err := json.Unmarshal(out, &got); err != nil || len(got.Choices) != 2 {
 			t.Fatalf("%v: %s", err, out)
 		}
-		if got.Model != "asked\u0001" || got.Choices[0].Message.Content != prefix+want || got.Choices[1].Text != prefix+want {
+		if want != "" {
+			want = prefix + want // an empty text gets no prefix
+		}
+		if got.Model != "asked\u0001" || got.Choices[0].Message.Content != want || got.Choices[1].Text != want {
 			t.Fatalf("text %q, prefix %q: %s", text, prefix, out)
 		}
 	})
