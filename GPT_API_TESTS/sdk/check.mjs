@@ -32,6 +32,7 @@ async function expectError(fn, cls, status, code, words) {
   } catch (e) {
     if (!(e instanceof cls)) throw new Error(`threw ${e?.constructor?.name}: ${e?.message}`);
     expect(e.status, status, "status");
+    if (!e.requestID) throw new Error("the SDK found no X-Request-Id on the error");
     if (code !== undefined) expect(e.code, code, "code");
     if (!String(e.message).includes(words)) throw new Error(`message ${JSON.stringify(e.message)} lacks ${JSON.stringify(words)}`);
     return;
@@ -45,6 +46,7 @@ const checks = {
       .create({ model: "m-a", messages }, rid("chat.create")).withResponse();
     expect(data.choices[0].message.content, "Hello from A", "content");
     expect(data.usage.total_tokens, 18, "usage.total_tokens");
+    expect(data._request_id, "sdk-chat.create", "the request id the SDK read");
     expect(response.headers.get("x-request-id"), "sdk-chat.create", "X-Request-Id");
     expect(response.headers.get("x-gptapi-upstream"), "a", "X-Gptapi-Upstream");
   },
