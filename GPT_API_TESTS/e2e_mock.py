@@ -8,6 +8,7 @@ what gptapi sent upstream. Standard library only.
 
 import base64
 import json
+import random
 import select
 import socket
 import struct
@@ -86,6 +87,16 @@ class Stall:
 
     def __init__(self, seconds):
         self.seconds = seconds
+
+
+class Pieces:
+    """A text/event-stream answer of raw body bytes, written as chunks of 1
+    to 64 bytes (sizes drawn from seed) with short pauses now and then, so
+    events reach gptapi split anywhere, as TCP may deliver them."""
+
+    def __init__(self, data, seed=0):
+        self.data = data
+        self.seed = seed
 
 
 class Sse:
@@ -313,6 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(action, Sse):
             self._sse(mock, rec, action)
             return
+        if isinstance(action, Pieces):
+            self._pieces(rec, action)
+            return
         raise TypeError("unknown mock action %r" % (action,))
 
     def _held(self, mock, rec, seconds):
@@ -380,6 +394,22 @@ class _Handler(BaseHTTPRequestHandler):
                 mock.sleep(a.interval)
             self._chunk(rec, b"data: [DONE]\n\n")
             rec.sent.append(time.monotonic())
+        self._write(rec, b"0\r\n\r\n")
+
+    def _pieces(self, rec, a):
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        r = random.Random(a.seed)
+        i = 0
+        while i < len(a.data):
+            n = r.randint(1, 64)
+            self._chunk(rec, a.data[i:i + n])
+            i += n
+            if r.random() < 0.1:
+                time.sleep(0.001)
         self._write(rec, b"0\r\n\r\n")
 
     def _chunk(self, rec, data):

@@ -7,7 +7,7 @@ them and checks what callers and upstreams see, what lands in the SQLite
 records, and how load balancing behaves. Python 3.11 standard library only.
 
     python3 GPT_API_TESTS/test_runner_enhanced.py --api-version go \\
-        --stage phase1|phase2|phase3|phase4|keepword|routing|fleetdb|edge|sdk|all [--binary PATH] [-k SUBSTRING] [-v]
+        --stage phase1|phase2|phase3|phase4|keepword|routing|fleetdb|edge|sdk|random|all [--binary PATH] [-k SUBSTRING] [-v]
 
 Prints `PASS name` or `FAIL name: reason` per check and ends with
 `N passed, M failed`; exits non-zero when a check failed.
@@ -34,9 +34,10 @@ import e2e_routing  # noqa: E402
 import e2e_fleetdb  # noqa: E402
 import e2e_edge  # noqa: E402
 import e2e_sdk  # noqa: E402
+import e2e_random  # noqa: E402
 
 REPO = os.path.dirname(HERE)
-STAGES = ["phase1", "phase2", "phase3", "phase4", "keepword", "routing", "fleetdb", "edge", "sdk"]
+STAGES = ["phase1", "phase2", "phase3", "phase4", "keepword", "routing", "fleetdb", "edge", "sdk", "random"]
 
 
 def build(tmp):
@@ -125,6 +126,7 @@ def main(argv=None):
             "fleetdb": e2e_fleetdb.groups(),
             "edge": e2e_edge.groups(),
             "sdk": e2e_sdk.groups(),
+            "random": e2e_random.groups(),
         }
         for st in stages:
             for g in plan[st]:

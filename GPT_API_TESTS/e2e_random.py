@@ -1,0 +1,284 @@
+"""Random stage: inputs drawn at random, each answer checked against what
+SPEC says it must be. Request bodies are mutated at random (any member
+replaced by a value of any type, removed, or new ones added) and the body
+the upstream got is checked; streams are generated at random and written in
+pieces split anywhere, and every event the caller got is checked against
+the upstream's, rewritten as SPEC §4.4 says, and so is the record. The
+seeds are fixed, so a failure replays."""
+
+import copy
+import json
+import random
+
+from e2e_infra import CheckFail, client, ensure, eq
+from e2e_mock import Pieces
+
+PREFIX = 'P\x1b"> '
+# Texts that have broken JSON writers, line scanners and prefix logic.
+TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F4\U000e0067",
+         "<think>", "\\", "\"", "\n", "data: x", "\r\n\r\n", "xyz" * 20]
+
+
+def groups():
+    return [random_group]
+
+
+def _text(r):
+    return "".join(r.choice(TEXTS) for _ in range(r.randint(0, 3)))
+
+
+# ---------------------------------------------------------------- requests
+
+def _value(r, depth=0):
+    k = r.randint(0, 9 if depth < 3 else 5)
+    if k == 0:
+        return None
+    if k == 1:
+        return r.choice([True, False])
+    if k == 2:
+        return r.choice([0, -1, 1, 511, 512, 513, 4096, 2 ** 31, 2 ** 63, 10 ** 30])
+    if k == 3:
+        return r.choice([0.5, 1e3, 513.0, -0.0, 1e308])
+    if k in (4, 5):
+        return _text(r)
+    if k in (6, 7):
+        return [_value(r, depth + 1) for _ in range(r.randint(0, 3))]
+    keys = ["role", "content", "type", "text", "name", "x", "tool_calls", "image_url"]
+    return {r.choice(keys): _value(r, depth + 1) for _ in range(r.randint(0, 3))}
+
+
+BASES = {
+    "/v1/chat/completions": {"model": "m-r", "messages": [
+        {"role": "system", "content": " s "}, {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "<think>t</think>b"},
+        {"role": "user", "content": [{"type": "text", "text": " q "},
+                                     {"type": "image_url", "image_url": {"url": "http://x"}}]},
+        {"role": "user", "content": "z"}], "max_tokens": 1000, "stop": ["\n"]},
+    "/v1/completions": {"model": "m-r", "prompt": "hello", "max_tokens": 1000, "stop": "x"},
+    "/v1/embeddings": {"model": "m-r", "input": ["a", "b"]},
+    "/v1/rerank": {"model": "m-r", "query": "q", "documents": ["a", "b"]},
+}
+GENERATES = ("/v1/chat/completions", "/v1/completions")
+
+
+def _paths(v, p=()):
+    yield p
+    if isinstance(v, dict):
+        for k in v:
+            yield from _paths(v[k], p + (k,))
+    elif isinstance(v, list):
+        for i, e in enumerate(v):
+            yield from _paths(e, p + (i,))
+
+
+def _mutate(r, b):
+    for _ in range(r.randint(1, 3)):
+        ps = [p for p in _paths(b) if p]
+        x = r.random()
+        if x < 0.6 and ps:
+            p = r.choice(ps)
+            parent = b
+            for k in p[:-1]:
+                parent = parent[k]
+            parent[p[-1]] = _value(r)
+        elif x < 0.8:
+            b[r.choice(["max_completion_tokens", "stream", "stop", "n", "extra", "model",
+                        "stream_options", "tools"])] = _value(r)
+        elif ps:
+            p = r.choice(ps)
+            parent = b
+            for k in p[:-1]:
+                parent = parent[k]
+            del parent[p[-1]]
+    b.pop("stream", None)  # streams are the other check's
+    return b
+
+
+# ---------------------------------------------------------------- streams
+
+def _stream(r, model):
+    """Upstream events: ("data", obj), ("event", obj) with an event: line,
+    ("raw", payload) that is not a chunk object, ("comment", text)."""
+    n = r.randint(1, 3)
+
+    def chunk():
+        return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model}
+    evs = []
+    for k in range(r.randint(1, 12)):
+        x = r.random()
+        if x < 0.08:
+            evs.append(("comment", "ping"))
+            continue
+        if x < 0.10:
+            evs.append(("raw", r.choice(["not json {", "42", "\"str\"", "[1,2]", "null", "{\"model\":\"m\"}"])))
+            continue
+        if x < 0.16:
+            c = chunk()
+            c["choices"], c["usage"] = [], {"prompt_tokens": 3, "completion_tokens": k, "total_tokens": 3 + k}
+            evs.append(("data", c))
+            continue
+        c = chunk()
+        c["choices"] = []
+        for i in r.sample(range(n), r.randint(1, n)):
+            delta, y = {}, r.random()
+            if y < 0.15:
+                delta["role"] = "assistant"
+            if y < 0.05:
+                delta["content"] = None
+            elif y < 0.75:
+                delta["content"] = _text(r)
+            elif y < 0.85:
+                delta["reasoning_content"] = _text(r)
+            elif y < 0.95:
+                delta["tool_calls"] = [{"index": 0, "function": {"arguments": _text(r)}}]
+            c["choices"].append({"index": i, "delta": delta, "finish_reason": None})
+        evs.append(("event" if r.random() < 0.1 else "data", c))
+    c = chunk()
+    c["choices"] = [{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(n)]
+    evs.append(("data", c))
+    c = chunk()
+    c["choices"], c["usage"] = [], {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}
+    evs.append(("data", c))
+    return evs
+
+
+def _body(r, evs):
+    eol = "\r\n" if r.random() < 0.3 else "\n"
+    out = []
+    for kind, v in evs:
+        if kind == "comment":
+            out.append(": " + v + eol + eol)
+            continue
+        text = v if kind == "raw" else json.dumps(v, ensure_ascii=r.random() < 0.5)
+        head = "event: message" + eol if kind == "event" else ""
+        out.append(head + "data: " + text + eol + eol)
+    out.append("data: [DONE]" + eol + eol)
+    return "".join(out).encode("utf-8", "surrogatepass")
+
+
+def _expected(evs, asked_usage):
+    """The events the caller must get (parsed JSON, or ("raw", text) for a
+    payload that is not JSON) and each choice's text in the record."""
+    want, prefixed, texts = [], set(), {}
+    for kind, v in evs:
+        if kind == "comment":
+            continue
+        if kind == "raw":
+            try:
+                v = json.loads(v)
+            except ValueError:
+                want.append(("raw", v))
+                continue
+            if isinstance(v, dict) and "model" in v:
+                v = dict(v, model="m-s")
+            want.append(v)
+            continue
+        if v["choices"] == [] and v.get("usage") is not None and not asked_usage:
+            continue  # the usage-only chunk gptapi asked for is hidden
+        w = copy.deepcopy(v)
+        w["model"] = "m-s"
+        for ch in w["choices"]:
+            c = ch["delta"].get("content")
+            if isinstance(c, str):
+                if c and ch["index"] not in prefixed:
+                    ch["delta"]["content"] = PREFIX + c
+                    prefixed.add(ch["index"])
+                texts[ch["index"]] = texts.get(ch["index"], "") + ch["delta"]["content"]
+        want.append(w)
+    return want, {i: t for i, t in texts.items() if i in prefixed}
+
+
+def _events(raw):
+    """The data payloads of an SSE body, in order."""
+    out, cur = [], []
+    for line in raw.decode("utf-8", "surrogatepass").replace("\r\n", "\n").split("\n"):
+        if line == "":
+            if cur:
+                out.append("\n".join(cur))
+                cur = []
+        elif line.startswith("data:"):
+            cur.append(line[6:] if line.startswith("data: ") else line[5:])
+    if cur:
+        out.append("\n".join(cur))
+    return out
+
+
+# ---------------------------------------------------------------- checks
+
+def random_group(R):
+    mR, mS = R.mock("R"), R.mock("S")
+    gw = R.gateway("random", {"openai_clients": [
+        client("r", mR, ["m-r"], model="served-r", max_tokens=512, stop=["<|im_end|>"]),
+        client("s", mS, ["m-s"], model="served-s", special_prefix=PREFIX),
+    ]})
+
+    @R.check("random.request_bodies")
+    def _():
+        gw.ensure()
+        r = random.Random(20261202)
+        seen = {"answered": 0, "refused": 0}
+        for i in range(400):
+            path = r.choice(list(BASES))
+            sent = _mutate(r, copy.deepcopy(BASES[path]))
+            body = json.dumps(sent, ensure_ascii=r.random() < 0.5).encode("utf-8", "surrogatepass")
+            before = len(mR.calls())
+            resp = gw.req("POST", path, body, {"Content-Type": "application/json"})
+            if resp.status != 200:
+                err = resp.json.get("error") if isinstance(resp.json, dict) else None
+                ensure(resp.status in (400, 404) and isinstance(err, dict) and err.get("message"),
+                       "request %d to %s: %d %s" % (i, path, resp.status, resp.body[:200]))
+                ensure(len(mR.calls()) == before, "request %d: refused with %d yet sent upstream" % (i, resp.status))
+                seen["refused"] += 1
+                continue
+            seen["answered"] += 1
+            got = mR.last()
+            up = got.json
+            ensure(isinstance(up, dict), "request %d: the upstream body is not JSON: %r" % (i, got.body[:200]))
+            eq(up.get("model"), "served-r", "request %d: upstream model" % i)
+            for k in ("max_tokens", "max_completion_tokens"):
+                v = up.get(k)
+                if path in GENERATES and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    ensure(v <= 512, "request %d: %s %r reached the upstream" % (i, k, v))
+            stop = up.get("stop")
+            if path in GENERATES:
+                ensure(stop == "<|im_end|>" or (isinstance(stop, list) and "<|im_end|>" in stop),
+                       "request %d: upstream stop %r" % (i, stop))
+            else:
+                eq(stop, sent.get("stop"), "request %d: stop of a request that generates no text" % i)
+        ensure(seen["answered"] > 100 and seen["refused"] > 100, "too few of a kind: %s" % seen)
+        return seen
+
+    @R.check("random.streams")
+    def _():
+        gw.ensure()
+        r = random.Random(4242)
+        for i in range(150):
+            evs = _stream(r, "served-s")
+            asked_usage = r.random() < 0.3
+            mS.always(Pieces(_body(r, evs), seed=i))
+            req_id = "rand-%d" % i
+            body = {"model": "m-s", "stream": True, "messages": [{"role": "user", "content": "q"}]}
+            if asked_usage:
+                body["stream_options"] = {"include_usage": True}
+            s = gw.stream("/v1/chat/completions", body, {"X-Request-Id": req_id}).read_all()
+            eq(s.status, 200, "stream %d: status" % i)
+            got = _events(s.raw)
+            ensure(got and got[-1] == "[DONE]", "stream %d: no [DONE] at its end: %r" % (i, got[-2:]))
+            parsed = []
+            for g in got[:-1]:
+                try:
+                    parsed.append(json.loads(g))
+                except ValueError:
+                    parsed.append(("raw", g))
+            want, texts = _expected(evs, asked_usage)
+            if parsed != want:
+                for j, (a, b) in enumerate(zip(parsed, want)):
+                    if a != b:
+                        raise CheckFail("stream %d event %d: got %s, want %s" % (
+                            i, j, json.dumps(a)[:300], json.dumps(b)[:300]))
+                raise CheckFail("stream %d: %d events, want %d" % (i, len(parsed), len(want)))
+            row = gw.row(req_id)
+            eq((row["status"], row["completion_tokens"]), (200, 9), "stream %d: record status and usage" % i)
+            choices = {c["index"]: c for c in json.loads(row["response_body"])["choices"]}
+            for idx, text in texts.items():
+                eq(choices[idx]["message"].get("content"), text, "stream %d: recorded text of choice %d" % (i, idx))
