@@ -14,7 +14,8 @@ import threading
 import time
 
 from e2e_common import expect_error, expect_status, parallel
-from e2e_infra import CheckFail, client, ensure, eq, http_request, short, wait_until
+from e2e_infra import (CheckFail, client, ensure, eq, free_port, http_request, short,
+                       wait_until)
 from e2e_mock import chat_answer
 
 MIB = 1 << 20
@@ -256,6 +257,39 @@ def caller_group(R):
         "openai_clients": [client("edge", mk, ["m"], stop=["<|im_end|>"])]})
 
     merge_gw = R.gateway("edge-merge", {"openai_clients": [client("edge", mk, ["m"])]})
+
+    pprof_port = free_port()
+    big_gw = R.gateway("edge-big-requests", {
+        "server": {"max_body_bytes": 8 * MIB},
+        "logsink": {"max_body_log_bytes": 65536},
+        "openai_clients": [client("edge", mk, ["m"])]},
+        args=["-pprof", "127.0.0.1:%d" % pprof_port])
+
+    @R.check("edge.large_requests_let_go")
+    def _():
+        # Once large requests are answered, what they needed is garbage:
+        # nothing pooled or kept for the next one holds on to it. The
+        # heap in use is read after garbage collections (pprof's gc=1;
+        # sync.Pool keeps what it holds through one).
+        gw = big_gw
+        gw.ensure()
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (6 * MIB)}]}).encode()
+        rs = parallel(16, range(16), lambda _, __: http_request(gw.port, "POST", "/v1/chat/completions",
+                                                                body, timeout=60), 90)
+        for r in rs:
+            ensure(not isinstance(r, Exception) and r.status == 200, "a 6 MiB request: %s" % (r,))
+        inuse = []
+        for _ in range(3):
+            r = http_request(pprof_port, "GET", "/debug/pprof/heap?gc=1&debug=1", timeout=30)
+            expect_status(r, 200)
+            for line in r.body.decode("utf-8", "replace").splitlines():
+                if line.startswith("# HeapInuse = "):
+                    inuse.append(int(line.split("=")[1]) / MIB)
+        ensure(len(inuse) == 3, "no HeapInuse in pprof's heap profile")
+        ensure(inuse[-1] < 32, "heap in use after 16 requests of 6 MiB and three collections: %s MiB" %
+               ", ".join("%.0f" % m for m in inuse))
+        healthy(gw)
+        return "heap in use after each collection: %s MiB" % ", ".join("%.0f" % m for m in inuse)
 
     @R.check("edge.merge_8000_user_messages")
     def _():

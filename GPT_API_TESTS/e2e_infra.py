@@ -446,8 +446,9 @@ def _sse_data(block):
 class Gateway:
     """One gptapi process with its own config file, started on first use."""
 
-    def __init__(self, runner, name, cfg, env=None, check_health=True):
+    def __init__(self, runner, name, cfg, env=None, check_health=True, args=None):
         self.R = runner
+        self.args = list(args or [])  # more command-line flags after -config
         self.name = name
         self.dir = os.path.join(runner.tmp, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -496,7 +497,7 @@ class Gateway:
         env.update(self.env or {})
         logf = open(self.log_path, "ab")
         self.proc = track(subprocess.Popen(
-            [self.R.binary, "-config", self.config_path],
+            [self.R.binary, "-config", self.config_path] + self.args,
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=self.dir))
         logf.close()
@@ -654,9 +655,9 @@ class Runner:
         self._mocks.append(m)
         return m
 
-    def gateway(self, name, cfg, env=None):
+    def gateway(self, name, cfg, env=None, args=None):
         self._seq += 1
-        g = Gateway(self, "%02d-%s" % (self._seq, name), cfg, env)
+        g = Gateway(self, "%02d-%s" % (self._seq, name), cfg, env, args=args)
         self._gateways.append(g)
         return g
 

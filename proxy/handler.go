@@ -67,15 +67,29 @@ func (s *Server) acquireExchange() *exchange {
 }
 
 func releaseExchange(x *exchange) {
+	x.reset()
+	exchangePool.Put(x)
+}
+
+// reset empties x for its next request. The upstream body and the scratch
+// that held a relayed answer are dropped when large: a pooled exchange
+// would otherwise hold up to max_body_bytes and max_response_bytes until
+// the pool is emptied.
+func (x *exchange) reset() {
 	x.req.reset()
 	x.arena.Reset()
 	x.rt.reset()
 	x.out.reset()
 	x.s, x.st, x.rec, x.key, x.relayed, x.upWait = nil, nil, nil, nil, false, 0
 	x.upBody, x.cands, x.auth, x.scr = x.upBody[:0], x.cands[:0], x.auth[:0], x.scr[:0]
+	if cap(x.upBody) > maxKeptText {
+		x.upBody = nil
+	}
+	if cap(x.scr) > maxKeptText {
+		x.scr = nil
+	}
 	clear(x.seen)
 	x.seen = x.seen[:0]
-	exchangePool.Put(x)
 }
 
 var requestIDHeader = []byte("X-Request-Id")

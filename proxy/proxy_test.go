@@ -563,3 +563,20 @@ func shutdownSoon(t *testing.T, srv *Server, ready func() bool) {
 		t.Fatalf("Shutdown took %v", took)
 	}
 }
+
+// A pooled exchange keeps a small upstream body and answer scratch for
+// reuse, and drops large ones.
+func TestExchangeResetDropsLargeBuffers(t *testing.T) {
+	for _, tc := range []struct {
+		size int
+		kept bool
+	}{{4 << 10, true}, {maxKeptText + 1, false}} {
+		var x exchange
+		x.upBody, x.scr = make([]byte, tc.size), make([]byte, tc.size)
+		x.reset()
+		if (cap(x.upBody) > 0) != tc.kept || (cap(x.scr) > 0) != tc.kept || len(x.upBody)+len(x.scr) != 0 {
+			t.Errorf("%d-byte buffers: body %d/%d, scratch %d/%d after reset; kept %v wanted",
+				tc.size, len(x.upBody), cap(x.upBody), len(x.scr), cap(x.scr), tc.kept)
+		}
+	}
+}

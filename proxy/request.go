@@ -42,6 +42,7 @@ type request struct {
 
 	msgParser, stopParser fastjson.Parser
 	built                 int // values the parsers built for this request
+	builtBytes            int // and the bytes they parsed, which they copy
 
 	// text holds strings the request makes (the model name, texts without
 	// their reasoning blocks), which views point into. It is only appended
@@ -73,9 +74,10 @@ func (r *request) reset() {
 	if cap(keep.merge.buf) > maxKeptText {
 		keep.merge.buf = nil
 	}
-	// A parser keeps the values it built for the next parse; one that
-	// built a huge request lets them go.
-	if r.built <= maxKeptValues {
+	// A parser keeps the values it built, and its copy of the text it
+	// parsed, for the next parse; one that parsed a huge request lets
+	// them go.
+	if r.built <= maxKeptValues && r.builtBytes <= maxKeptText {
 		keep.msgParser, keep.stopParser = r.msgParser, r.stopParser
 	}
 	keep.strs = r.strs
@@ -300,6 +302,7 @@ func (r *request) build(p *fastjson.Parser, i int, name string) (*fastjson.Value
 			" JSON values in " + strconv.Itoa(len(m.Val)) + " bytes, more than gptapi accepts for its size.")
 	}
 	r.built += m.Values
+	r.builtBytes += len(m.Val)
 	v, err := p.ParseBytes(m.Val)
 	if err != nil {
 		return nil, badRequest("Field '" + name + "' is not valid JSON: " + err.Error())

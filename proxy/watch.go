@@ -25,9 +25,11 @@ const watchEvery = 250 * time.Millisecond
 
 // waitingSet is the server's requests waiting on an upstream.
 type waitingSet struct {
-	mu  sync.Mutex
-	xs  []*exchange
-	scr []watched // the watcher's snapshot
+	mu sync.Mutex
+	xs []*exchange
+
+	checking sync.Mutex // held by check, which owns scr
+	scr      []watched  // check's snapshot of xs
 }
 
 // watched is one exchange as the watcher saw it.
@@ -72,6 +74,8 @@ func (ws *waitingSet) watch(stop <-chan struct{}) {
 // check cancels, with reason, every waiting request, or when reason is
 // nil those whose caller has left. It returns how many it cancelled.
 func (ws *waitingSet) check(reason error) int {
+	ws.checking.Lock()
+	defer ws.checking.Unlock()
 	ws.mu.Lock()
 	ws.scr = ws.scr[:0]
 	for _, x := range ws.xs {
@@ -94,6 +98,9 @@ func (ws *waitingSet) check(reason error) int {
 			n++
 		}
 	}
+	// The snapshot must not keep exchanges alive once their requests end:
+	// a pooled exchange holds its last request's buffers.
+	clear(scr)
 	return n
 }
 

@@ -136,3 +136,25 @@ func TestShutdownCutsWaiting(t *testing.T) {
 		})
 	}
 }
+
+// The watcher's snapshot holds no exchange once a pass is over: a pooled
+// exchange keeps its last request's buffers, and one the snapshot held
+// could never be collected.
+func TestWatchKeepsNoExchange(t *testing.T) {
+	var ws waitingSet
+	xs := []*exchange{new(exchange), new(exchange), new(exchange)}
+	for _, x := range xs {
+		ws.add(x)
+	}
+	if n := ws.check(nil); n != 0 {
+		t.Fatalf("cancelled %d requests without callers", n)
+	}
+	for _, x := range xs {
+		ws.remove(x)
+	}
+	for i, w := range ws.scr[:cap(ws.scr)] {
+		if w.x != nil || w.caller != nil {
+			t.Fatalf("snapshot entry %d still holds an exchange", i)
+		}
+	}
+}
