@@ -6,6 +6,7 @@ serves, and that its peak resident memory (VmHWM, reset before each check
 through /proc/PID/clear_refs) stays under a measured bound.
 """
 
+import http.client
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ import time
 from e2e_common import expect_error, expect_status, parallel
 from e2e_infra import (CheckFail, client, ensure, eq, free_port, http_request, short,
                        wait_until)
-from e2e_mock import chat_answer
+from e2e_mock import Json, chat_answer
 
 MIB = 1 << 20
 
@@ -267,27 +268,40 @@ def caller_group(R):
 
     @R.check("edge.large_requests_let_go")
     def _():
-        # Once large requests are answered, what they needed is garbage:
-        # nothing pooled or kept for the next one holds on to it. The
-        # heap in use is read after garbage collections (pprof's gc=1;
-        # sync.Pool keeps what it holds through one).
+        # Once large requests are answered, what they needed is garbage,
+        # even while their callers keep their connections open: nothing
+        # pooled, kept for the next request, or kept with a connection
+        # holds on to it. The heap in use is read after garbage
+        # collections (pprof's gc=1; sync.Pool keeps what it holds through
+        # one).
         gw = big_gw
         gw.ensure()
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (6 * MIB)}]}).encode()
-        rs = parallel(16, range(16), lambda _, __: http_request(gw.port, "POST", "/v1/chat/completions",
-                                                                body, timeout=60), 90)
-        for r in rs:
-            ensure(not isinstance(r, Exception) and r.status == 200, "a 6 MiB request: %s" % (r,))
+        mk.always(lambda rec: Json(chat_answer("m", "y" * (3 * MIB))) if rec.json.get("big") else None)
+        small_answer = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (6 * MIB)}]})
+        big_answer = json.dumps({"model": "m", "big": True, "messages": [{"role": "user", "content": "hi"}]})
+        conns = []
+
+        def one(i, _):
+            c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=60)
+            conns.append(c)  # kept open to the end of the check
+            return http_request(gw.port, "POST", "/v1/chat/completions",
+                                small_answer if i % 2 else big_answer, timeout=60, conn=c)
+        for r in parallel(16, range(16), one, 90):
+            ensure(not isinstance(r, Exception) and r.status == 200, "a large request or answer: %s" % (r,))
         inuse = []
-        for _ in range(3):
-            r = http_request(pprof_port, "GET", "/debug/pprof/heap?gc=1&debug=1", timeout=30)
-            expect_status(r, 200)
-            for line in r.body.decode("utf-8", "replace").splitlines():
-                if line.startswith("# HeapInuse = "):
-                    inuse.append(int(line.split("=")[1]) / MIB)
+        try:
+            for _ in range(3):
+                r = http_request(pprof_port, "GET", "/debug/pprof/heap?gc=1&debug=1", timeout=30)
+                expect_status(r, 200)
+                for line in r.body.decode("utf-8", "replace").splitlines():
+                    if line.startswith("# HeapInuse = "):
+                        inuse.append(int(line.split("=")[1]) / MIB)
+        finally:
+            for c in conns:
+                c.close()
         ensure(len(inuse) == 3, "no HeapInuse in pprof's heap profile")
-        ensure(inuse[-1] < 32, "heap in use after 16 requests of 6 MiB and three collections: %s MiB" %
-               ", ".join("%.0f" % m for m in inuse))
+        ensure(inuse[-1] < 32, "heap in use after 8 requests of 6 MiB and 8 answers of 3 MiB, "
+               "their connections open, and three collections: %s MiB" % ", ".join("%.0f" % m for m in inuse))
         healthy(gw)
         return "heap in use after each collection: %s MiB" % ", ".join("%.0f" % m for m in inuse)
 

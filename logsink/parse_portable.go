@@ -15,6 +15,8 @@ type fastParser struct {
 	num     []byte   // scratch for a number's text
 	members []Member // an answer's top-level members
 	built   int      // values parsed for the current answer
+	// and the bytes they came from, which the parser copies
+	builtBytes int
 }
 
 // fastjson's typed accessors (Object, Array, StringBytes, Int64) build an
@@ -169,10 +171,10 @@ func (fp *fastParser) answer(body []byte, d *derived) {
 	if cap(fp.members) > maxKeptMembers {
 		fp.members = nil
 	}
-	if fp.built > maxKeptValues {
-		fp.p = fastjson.Parser{} // let a huge answer's values go
+	if fp.built > maxKeptValues || fp.builtBytes > maxPooledBytes {
+		fp.p = fastjson.Parser{} // let a huge answer's values, and its copy of the text, go
 	}
-	fp.built = 0
+	fp.built, fp.builtBytes = 0, 0
 }
 
 // Bounds on the members of one answer the writer looks at.
@@ -189,6 +191,7 @@ func (fp *fastParser) member(m *Member) *fastjson.Value {
 		return nil
 	}
 	fp.built += m.Values
+	fp.builtBytes += len(m.Val)
 	v, err := fp.p.ParseBytes(m.Val)
 	if err != nil {
 		return nil

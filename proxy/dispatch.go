@@ -193,16 +193,32 @@ func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
-	if out, ok := x.rewriteAnswer(ctx.Response.Body()[:0], up, status, resp.Body()); ok {
+	if out, ok := x.rewriteAnswer(answerDst(ctx, len(resp.Body())), up, status, resp.Body()); ok {
 		ctx.Response.SetBodyRaw(out)
+		return nil
+	}
+	body := resp.SwapBody(nil)
+	if cap(body) > maxKeptText {
+		ctx.Response.SetBodyRaw(body) // see answerDst
 		return nil
 	}
 	// Hand the upstream's body buffer to the caller's response, no copy;
 	// the caller's (pooled) buffer goes to resp so the next upstream read
 	// has capacity: the buffers circulate through fasthttp's pool.
-	old := ctx.Response.SwapBody(resp.SwapBody(nil))
-	resp.SwapBody(old[:0])
+	resp.SwapBody(ctx.Response.SwapBody(body)[:0])
 	return nil
+}
+
+// answerDst is where an answer of n bytes is written for the caller. A
+// small one goes into the response's body buffer; a large one into a
+// buffer of its own, set as the raw body, which the connection drops once
+// it is written: fasthttp keeps a response's body buffer with its
+// connection, for as long as it stays open, whatever it grew to.
+func answerDst(ctx *fasthttp.RequestCtx, n int) []byte {
+	if n > maxKeptText {
+		return nil
+	}
+	return ctx.Response.Body()[:0]
 }
 
 // rewriteAnswer writes to dst a successful JSON answer of up with the

@@ -152,6 +152,9 @@ func (s *Server) handleRerank(ctx *fasthttp.RequestCtx) {
 // dispatch.
 func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	id := s.begin(ctx)
+	// fasthttp keeps a request's body buffer with its connection, for as
+	// long as it stays open: a large one is let go once used.
+	defer ctx.Request.ReleaseBody(maxKeptText)
 	x := s.acquireExchange()
 	defer releaseExchange(x)
 

@@ -580,3 +580,32 @@ func TestExchangeResetDropsLargeBuffers(t *testing.T) {
 		}
 	}
 }
+
+// fasthttp keeps a request's body buffer with its connection until the
+// connection closes; the handler lets a large one go once used, and a
+// small one stays for reuse.
+func TestLargeRequestBodyLetGo(t *testing.T) {
+	cfg := testConfig(cannedUpstream(t, `{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}`))
+	s, err := New(cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	for _, tc := range []struct {
+		size int
+		kept bool
+	}{{1 << 10, true}, {2 * maxKeptText, false}} {
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}, nil)
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI("/v1/chat/completions")
+		ctx.Request.SetBody([]byte(`{"model":"qwen","messages":[{"role":"user","content":"` + strings.Repeat("x", tc.size) + `"}]}`))
+		h(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("%d-byte request: %d %s", tc.size, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		if kept := cap(ctx.Request.Body()) > 0; kept != tc.kept {
+			t.Errorf("%d-byte request: body buffer of %d bytes after the handler; kept %v wanted", tc.size, cap(ctx.Request.Body()), tc.kept)
+		}
+	}
+}

@@ -186,9 +186,13 @@ func (x *exchange) relayWhole(ctx *fasthttp.RequestCtx, up *upstream, sb *stream
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(sb.hdr.ContentType())
 	ctx.Response.Header.Set("X-Gptapi-Upstream", up.cfg.Name)
-	if out, ok := x.rewriteAnswer(ctx.Response.Body()[:0], up, status, x.scr); ok {
+	switch out, ok := x.rewriteAnswer(answerDst(ctx, len(x.scr)), up, status, x.scr); {
+	case ok:
 		ctx.Response.SetBodyRaw(out)
-	} else {
+	case len(x.scr) > maxKeptText:
+		ctx.Response.SetBodyRaw(x.scr) // handed over (answerDst says why)
+		x.scr = nil
+	default:
 		ctx.Response.SetBody(x.scr)
 	}
 	x.out.ttft = time.Since(x.out.start)
