@@ -2,7 +2,6 @@ package jsonw
 
 import (
 	"encoding/json"
-	"reflect" // DeepEqual of values encoding/json decoded in this test: maps, slices, strings, numbers
 	"strings"
 	"testing"
 
@@ -10,13 +9,25 @@ import (
 )
 
 // decodeJSON is what encoding/json reads from b.
-func decodeJSON(t *testing.T, b []byte) any {
-	t.Helper()
+// canonical is what encoding/json reads b as, written back by it: keys
+// sorted, numbers and strings in one form, so two texts that mean the same
+// compare equal as strings.
+func canonical(b []byte) (string, error) {
 	var v any
 	if err := json.Unmarshal(b, &v); err != nil {
+		return "", err
+	}
+	out, err := json.Marshal(v)
+	return string(out), err
+}
+
+func mustCanonical(t *testing.T, b []byte) string {
+	t.Helper()
+	s, err := canonical(b)
+	if err != nil {
 		t.Fatalf("not valid JSON: %v\n%s", err, b)
 	}
-	return v
+	return s
 }
 
 // TestAppendValue: strings fastjson decoded, or was given, come out as
@@ -40,7 +51,7 @@ func TestAppendValue(t *testing.T) {
 		}
 		decodeAll(v) // as a rewrite does: strings read, so decoded
 		out := AppendValue(nil, v)
-		if got, want := decodeJSON(t, out), decodeJSON(t, []byte(in)); !reflect.DeepEqual(got, want) {
+		if got, want := mustCanonical(t, out), mustCanonical(t, []byte(in)); got != want {
 			t.Fatalf("%s\nbecame %s", in, out)
 		}
 	}
@@ -99,18 +110,18 @@ func FuzzAppendValue(f *testing.F) {
 		if err != nil {
 			return
 		}
-		var want any
-		if json.Unmarshal([]byte(in), &want) != nil {
-			return // fastjson accepts some text encoding/json does not
+		want, err := canonical([]byte(in))
+		if err != nil {
+			return // fastjson accepts some text encoding/json does not read
 		}
 		if decode {
 			decodeAll(v)
 		}
 		out := AppendValue(nil, v)
-		got := decodeJSON(t, out)
+		got := mustCanonical(t, out)
 		// fastjson leaves a lone surrogate escape (\ud800 without its
 		// pair) as text, where encoding/json reads U+FFFD.
-		if !strings.Contains(strings.ToLower(in), `\ud`) && !reflect.DeepEqual(got, want) {
+		if !strings.Contains(strings.ToLower(in), `\ud`) && got != want {
 			t.Fatalf("%s\nbecame %s", in, out)
 		}
 	})
