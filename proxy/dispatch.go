@@ -244,11 +244,12 @@ func (x *exchange) rewriteAnswer(dst []byte, up *upstream, status int, body []by
 // the watcher can close it, and reads the whole answer into resp, within
 // max_response_bytes (readAnswer). A pooled connection the upstream closed
 // while idle fails before any byte of an answer: that request never ran,
-// so it is sent once more on a fresh connection.
+// so it is sent once more on a fresh connection (neverRan).
 func (x *exchange) roundTrip(up *upstream, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
 	c := &x.conn
 	for attempt := 0; ; attempt++ {
 		err := c.send(up.plainPool, req, deadline)
+		writing := err != nil
 		if err == nil {
 			if err = x.hold(c); err == nil {
 				err = readAnswer(resp, c, x.st.cfg.Check.MaxResponseBytes)
@@ -261,7 +262,7 @@ func (x *exchange) roundTrip(up *upstream, req *fasthttp.Request, resp *fasthttp
 			c.finish(!resp.ConnectionClose() && resp.Header.ContentLength() != -2)
 			return nil
 		}
-		retry := attempt == 0 && c.pc.reused && staleConn(err)
+		retry := attempt == 0 && c.pc.reused && neverRan(err, writing)
 		c.finish(false)
 		if !retry {
 			return err
@@ -286,6 +287,9 @@ func readAnswer(resp *fasthttp.Response, c *heldConn, max int) error {
 		return nil
 	}
 	if err := resp.ReadBody(c.br, max); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the headers came: never a stale connection's
+		}
 		return err
 	}
 	if resp.Header.ContentLength() == -1 { // chunked: a trailer ends it

@@ -484,6 +484,76 @@ func TestStalePooledConnection(t *testing.T) {
 	}
 }
 
+// A reused connection that breaks once the upstream has started its answer
+// is not a stale one: the upstream ran the request, so it is not sent to
+// it again (the caller gets the failure, as with any other broken answer).
+// Only a connection closed before any byte came back is resent.
+func TestNoResendOnceAnswered(t *testing.T) {
+	const (
+		plain     = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n{\"choices\":[]}"
+		events    = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"t\"}}]}\n\ndata: [DONE]\n\n"
+		streamed  = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 71\r\n\r\n" + events
+		streamReq = `{"model":"qwen-7b","stream":true,"messages":[{"role":"user","content":"x"}]}`
+	)
+	if len(events) != 71 {
+		t.Fatalf("events are %d bytes", len(events))
+	}
+	for _, tc := range []struct {
+		name   string
+		stream bool
+		sent   string // what the second request gets before the break
+		reset  bool
+	}{
+		{"body cut by a reset", false, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cho", true},
+		{"body cut", false, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cho", false},
+		{"headers cut by a reset", false, "HTTP/1.1 200 OK\r\nContent-Le", true},
+		{"cut after an interim answer", false, "HTTP/1.1 100 Continue\r\n\r\n", false},
+		{"stream headers cut by a reset", true, "HTTP/1.1 200 OK\r\nContent-Ty", true},
+		{"stream headers cut", true, "HTTP/1.1 200 OK\r\nContent-Ty", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var requests atomic.Int32
+			up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+				var req fasthttp.Request
+				for {
+					req.Reset()
+					if req.Read(br) != nil {
+						return
+					}
+					if requests.Add(1) == 1 {
+						if tc.stream {
+							io.WriteString(c, streamed)
+						} else {
+							io.WriteString(c, plain)
+						}
+						continue
+					}
+					io.WriteString(c, tc.sent)
+					if tc.reset {
+						c.(*net.TCPConn).SetLinger(0)
+					}
+					return
+				}
+			})
+			_, addr := startProxy(t, testConfig(up), nil)
+			body := chatBody
+			if tc.stream {
+				body = streamReq
+			}
+			if status, _, b := post(t, addr, "/v1/chat/completions", body); status != 200 {
+				t.Fatalf("first request: %d %s", status, b)
+			}
+			status, _, b := post(t, addr, "/v1/chat/completions", body)
+			if status != 502 {
+				t.Errorf("second request: %d %s, want 502", status, b)
+			}
+			if n := requests.Load(); n != 2 {
+				t.Errorf("the upstream got %d requests, want 2: the broken answer's request was sent again", n)
+			}
+		})
+	}
+}
+
 // Shutdown lets streams run until its context ends, then cuts them: the
 // caller gets an error event and the record says why.
 func TestShutdownCutsLongStream(t *testing.T) {

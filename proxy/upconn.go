@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"time"
 
@@ -94,18 +95,19 @@ type heldConn struct {
 // hdr. The request's write and its answer are bounded by deadline (zero:
 // none but first_byte_timeout). A pooled connection the upstream closed
 // while idle fails before any byte of an answer: that request never ran,
-// so it is sent once more on a fresh connection; every other failure is
-// the dispatch loop's to fail over.
+// so it is sent once more on a fresh connection (neverRan); every other
+// failure is the dispatch loop's to fail over.
 func (h *heldConn) start(p *upPool, req *fasthttp.Request, hdr *fasthttp.ResponseHeader, deadline time.Time) error {
 	for attempt := 0; ; attempt++ {
 		err := h.send(p, req, deadline)
+		writing := err != nil
 		if err == nil {
 			err = readHeader(hdr, h.br)
 			if err == nil {
 				return nil
 			}
 		}
-		retry := attempt == 0 && h.pc.reused && staleConn(err)
+		retry := attempt == 0 && h.pc.reused && neverRan(err, writing)
 		h.finish(false)
 		if !retry {
 			return err
@@ -140,8 +142,11 @@ func (h *heldConn) send(p *upPool, req *fasthttp.Request, deadline time.Time) er
 // most maxInterim of them: an upstream sending them without end would
 // otherwise hold a stream without a first-byte bound forever.
 func readHeader(hdr *fasthttp.ResponseHeader, br *bufio.Reader) error {
-	for range maxInterim + 1 {
+	for i := range maxInterim + 1 {
 		if err := hdr.Read(br); err != nil {
+			if i > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF // an interim answer came: the request ran
+			}
 			return err
 		}
 		if s := hdr.StatusCode(); s >= 200 || s < 100 {
@@ -149,6 +154,20 @@ func readHeader(hdr *fasthttp.ResponseHeader, br *bufio.Reader) error {
 		}
 	}
 	return errTooManyInterim
+}
+
+// neverRan reports whether an attempt on a reused connection failed before
+// the upstream could have run its request, so that sending it once more is
+// safe: the write found the socket closed, or not one byte of an answer
+// came (fasthttp's header read gives any failure of its first byte, a reset
+// included, as a bare io.EOF). A failure after the first byte, a reset
+// included, means the upstream had the request: sending it again would run
+// it twice.
+func neverRan(err error, writing bool) bool {
+	if writing {
+		return staleConn(err)
+	}
+	return err == io.EOF
 }
 
 // maxInterim is how many 1xx answers may come before the final one
