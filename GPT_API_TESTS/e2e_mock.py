@@ -89,6 +89,14 @@ class Stall:
         self.seconds = seconds
 
 
+class Cut:
+    """A JSON answer whose connection breaks (FIN, or a reset) after `at`
+    bytes of its body, though Content-Length promised all of it."""
+
+    def __init__(self, body, at, reset=False):
+        self.body, self.at, self.reset = body, at, reset
+
+
 class Pieces:
     """A text/event-stream answer of raw body bytes, written as chunks of 1
     to 64 bytes (sizes drawn from seed) with short pauses now and then, so
@@ -301,6 +309,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(rec, data[:half])
             mock.sleep(action.gap)
             self._write(rec, data[half:])
+            return
+        if isinstance(action, Cut):
+            data = json.dumps(action.body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self._write(rec, data[:action.at])
+            self.wfile.flush()
+            self._break(action.reset)
             return
         if isinstance(action, Hold) and self._held(mock, rec, action.seconds):
             return

@@ -9,9 +9,10 @@ seeds are fixed, so a failure replays."""
 import copy
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 from e2e_infra import CheckFail, client, ensure, eq
-from e2e_mock import Pieces
+from e2e_mock import Cut, Fail, Json, Pieces, Sse, Stall, chat_answer, chat_chunks
 
 PREFIX = 'P\x1b"> '
 # Texts that have broken JSON writers, line scanners and prefix logic.
@@ -20,7 +21,7 @@ TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F
 
 
 def groups():
-    return [random_group]
+    return [random_group, faults_group]
 
 
 def _text(r):
@@ -282,3 +283,160 @@ def random_group(R):
             choices = {c["index"]: c for c in json.loads(row["response_body"])["choices"]}
             for idx, text in texts.items():
                 eq(choices[idx]["message"].get("content"), text, "stream %d: recorded text of choice %d" % (i, idx))
+
+
+# ---------------------------------------------------------------- faults
+
+# What an upstream does with one attempt. Failover kinds (SPEC §4.1): the
+# next candidate is tried; the others are the answer.
+FAILOVER = {"5xx", "429", "408", "stall", "break"}
+WORDS = ["Hel", "lo", " th", "ere", "!"]
+
+
+def _fault(r, kind, stream, served):
+    """The mock action for kind, and for an answer the words it carries."""
+    if kind == "ok":
+        if stream:
+            return Sse(chat_chunks(served, WORDS), usage={"prompt_tokens": 2, "completion_tokens": 5,
+                                                          "total_tokens": 7})
+        return Json(chat_answer(served, "".join(WORDS)))
+    if kind == "5xx":
+        return Fail(r.choice([500, 502, 503, 504]))
+    if kind in ("429", "408"):
+        return Fail(int(kind))
+    if kind == "4xx":
+        return Fail(r.choice([400, 404, 413, 422]))
+    if kind == "stall":
+        return Stall(1.0)
+    if kind == "break":  # before the caller got a byte
+        if stream:
+            return Sse(chat_chunks(served, WORDS), break_after=0, reset=r.random() < 0.5)
+        body = chat_answer(served, "".join(WORDS))
+        return Cut(body, r.randint(0, len(json.dumps(body)) - 1), reset=r.random() < 0.5)
+    if kind == "mid":  # streams: after k events reached the caller
+        # A FIN: a reset may discard events still queued at the mock
+        # (Nagle), and the break would come before the first byte.
+        return Sse(chat_chunks(served, WORDS), break_after=r.randint(2, 5))
+    if kind == "silent":  # streams: silence past stream_idle_timeout after k events
+        return Sse(chat_chunks(served, WORDS), pauses={r.randint(2, 5): 1.0})
+    raise ValueError(kind)
+
+
+def _kinds(r, stream):
+    kinds = ["ok", "ok", "5xx", "5xx", "429", "408", "4xx", "stall", "break", "break"]
+    if stream:
+        kinds += ["mid", "silent"]
+    return r.choice(kinds)
+
+
+def faults_group(R):
+    mocks = [R.mock("F%d" % i) for i in range(3)]
+    names = ["f%d" % i for i in range(3)]
+    gw = R.gateway("faults", {
+        "check_config": {"first_byte_timeout": "300ms", "stream_idle_timeout": "300ms",
+                         "request_timeout": "3s"},
+        "openai_clients": [client(names[i], m, ["m-f"], model="served-f%d" % i)
+                           for i, m in enumerate(mocks)]})
+    plans = {}  # token -> {client name: (kind, action)}
+
+    def act(i):
+        def pick(rec):
+            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+            tok = msgs[-1].get("content") if msgs else None
+            plan = plans.get(tok)
+            return plan[names[i]][1] if plan else None
+        return pick
+
+    @R.check("random.faults")
+    def _():
+        """Each of 240 requests, 6 at a time, meets a random misbehaviour at
+        each of three upstreams (errors of every class, silence, connections
+        cut or reset before and after the first byte); the caller's answer,
+        the path tried and the record must follow SPEC §4.1, §4.4 and §4.5."""
+        gw.ensure()
+        for i, m in enumerate(mocks):
+            m.always(act(i))
+        r = random.Random(1207)
+        reqs = []
+        for i in range(240):
+            stream = r.random() < 0.5
+            tok = "fault-%d" % i
+            plans[tok] = {n: (k, _fault(r, k, stream, "served-%s" % n))
+                          for n, k in ((n, _kinds(r, stream)) for n in names)}
+            reqs.append((i, tok, stream))
+
+        def send(q):
+            i, tok, stream = q
+            msgs = [{"role": "user", "content": tok}]
+            hdr = {"X-Request-Id": tok}
+            if stream:
+                s = gw.stream_chat("m-f", msgs, hdr, timeout=20)
+                if s.status == 200 and "event-stream" in s.header("content-type"):
+                    s.read_all()
+                    return s.status, s.headers, s, None
+                return s.status, s.headers, None, s.body()
+            resp = gw.chat("m-f", msgs, hdr, timeout=20)
+            return resp.status, resp.headers, None, resp.body
+        with ThreadPoolExecutor(6) as ex:
+            got = list(ex.map(send, reqs))
+        seen = {}
+        for (i, tok, stream), (status, headers, s, body) in zip(reqs, got):
+            where = "request %d (%s, %s)" % (i, "stream" if stream else "plain",
+                                             {n: k for n, (k, _) in plans[tok].items()})
+            tried = sorted((c.t, names[j]) for j, m in enumerate(mocks)
+                           for c in m.calls() if c.json and c.json["messages"][-1]["content"] == tok)
+            tried = [n for _, n in tried]
+            ensure(tried and len(set(tried)) == len(tried), "%s: upstreams tried %s" % (where, tried))
+            kinds = [plans[tok][n][0] for n in tried]
+            ensure(all(k in FAILOVER for k in kinds[:-1]), "%s: went on after %s" % (where, kinds))
+            last = kinds[-1]
+            seen[last] = seen.get(last, 0) + 1
+            row = gw.row(tok)
+            rec_tried = [t.split("/")[0] for t in json.loads(row["tried"] or "[]")]
+            eq(rec_tried, tried, "%s: record's tried" % where)
+            eq(row["stream"], int(stream), "%s: record's stream flag" % where)
+            if last in FAILOVER:
+                eq(sorted(tried), names, "%s: every candidate tried before failing" % where)
+                want = 504 if last == "stall" else 502
+                eq(status, want, "%s: status when all failed" % where)
+                err = json.loads(body)["error"]
+                eq((err["type"], err["code"]), ("upstream_error", "all_upstreams_failed"), "%s: error" % where)
+                eq([t.split("/")[0] for t in err["tried"]], tried, "%s: tried in the error" % where)
+                eq((row["status"], row["upstream"]), (want, ""), "%s: record" % where)
+                eq(row["error"], err["message"], "%s: record's error" % where)
+                continue
+            served = tried[-1]
+            eq(headers.get("x-gptapi-upstream"), served, "%s: X-Gptapi-Upstream" % where)
+            eq(row["upstream"], served, "%s: record's upstream" % where)
+            if last == "4xx":
+                up = plans[tok][served][1]
+                eq(status, up.status, "%s: the upstream's status" % where)
+                eq(json.loads(body), up.body, "%s: the upstream's body" % where)
+                eq(row["status"], up.status, "%s: record status" % where)
+                continue
+            eq(status, 200, "%s: status" % where)
+            if not stream:
+                a = json.loads(body)
+                eq((a["model"], a["choices"][0]["message"]["content"]), ("m-f", "".join(WORDS)),
+                   "%s: answer" % where)
+                eq(row["status"], 200, "%s: record status" % where)
+                continue
+            data = [d for _, d in s.events]
+            if last == "ok":
+                ensure(data and data[-1] == "[DONE]", "%s: stream end %r" % (where, data[-2:]))
+                eq(s.content(), "".join(WORDS), "%s: streamed text" % where)
+                eq((row["status"], row["completion_tokens"]), (200, 5), "%s: record" % where)
+                continue
+            # mid or silent: the caller got part of the answer, then an error event
+            ensure(data and "[DONE]" not in data, "%s: a broken stream must not end with [DONE]" % where)
+            err = json.loads(data[-1]).get("error")
+            ensure(isinstance(err, dict) and err.get("message"), "%s: last event %r" % (where, data[-1]))
+            text = s.content()
+            ensure(len(text) < len("".join(WORDS)) and "".join(WORDS).startswith(text),
+                   "%s: partial text %r" % (where, text))
+            eq(row["status"], 504 if last == "silent" else 502, "%s: record status" % where)
+            eq(row["error"], err["message"], "%s: record's error" % where)
+            rec_text = json.loads(row["response_body"])["choices"][0]["message"].get("content") or ""
+            eq(rec_text, text, "%s: recorded partial text" % where)
+        ensure(len(seen) >= 8 and min(seen.values()) >= 5, "too few of a kind: %s" % seen)
+        return seen
