@@ -9,10 +9,12 @@ seeds are fixed, so a failure replays."""
 import copy
 import json
 import random
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from e2e_infra import CheckFail, client, ensure, eq
-from e2e_mock import Cut, Fail, Json, Pieces, Sse, Stall, chat_answer, chat_chunks
+from e2e_infra import CheckFail, client, ensure, eq, wait_until
+from e2e_mock import Cut, Fail, Hold, Json, Pieces, Sse, Stall, chat_answer, chat_chunks
 
 PREFIX = 'P\x1b"> '
 # Texts that have broken JSON writers, line scanners and prefix logic.
@@ -291,14 +293,19 @@ def random_group(R):
 # next candidate is tried; the others are the answer.
 FAILOVER = {"5xx", "429", "408", "stall", "break"}
 WORDS = ["Hel", "lo", " th", "ere", "!"]
+USAGE5 = {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
 
 
-def _fault(r, kind, stream, served):
-    """The mock action for kind, and for an answer the words it carries."""
+def _fault(r, kind, stream, served, slow, stall):
+    """The mock action for kind. slow: the answer lasts long enough for a
+    caller that leaves after its start (or, plain, after 0.4 s) to be gone
+    before it ends. stall: how long a silent upstream stays silent, past
+    first_byte_timeout."""
     if kind == "ok":
         if stream:
-            return Sse(chat_chunks(served, WORDS), usage={"prompt_tokens": 2, "completion_tokens": 5,
-                                                          "total_tokens": 7})
+            return Sse(chat_chunks(served, WORDS), usage=USAGE5, interval=0.2 if slow else 0.0)
+        if slow:
+            return Hold(chat_answer(served, "".join(WORDS)), 2.0)
         return Json(chat_answer(served, "".join(WORDS)))
     if kind == "5xx":
         return Fail(r.choice([500, 502, 503, 504]))
@@ -307,7 +314,7 @@ def _fault(r, kind, stream, served):
     if kind == "4xx":
         return Fail(r.choice([400, 404, 413, 422]))
     if kind == "stall":
-        return Stall(1.0)
+        return Stall(stall)
     if kind == "break":  # before the caller got a byte
         if stream:
             return Sse(chat_chunks(served, WORDS), break_after=0, reset=r.random() < 0.5)
@@ -322,7 +329,7 @@ def _fault(r, kind, stream, served):
     raise ValueError(kind)
 
 
-def _kinds(r, stream):
+def _kind(r, stream):
     kinds = ["ok", "ok", "5xx", "5xx", "429", "408", "4xx", "stall", "break", "break"]
     if stream:
         kinds += ["mid", "silent"]
@@ -332,20 +339,14 @@ def _kinds(r, stream):
 def faults_group(R):
     mocks = [R.mock("F%d" % i) for i in range(3)]
     names = ["f%d" % i for i in range(3)]
-    gw = R.gateway("faults", {
-        "check_config": {"first_byte_timeout": "300ms", "stream_idle_timeout": "300ms",
-                         "request_timeout": "3s"},
-        "openai_clients": [client(names[i], m, ["m-f"], model="served-f%d" % i)
-                           for i, m in enumerate(mocks)]})
-    plans = {}  # token -> {client name: (kind, action)}
-
-    def act(i):
-        def pick(rec):
-            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
-            tok = msgs[-1].get("content") if msgs else None
-            plan = plans.get(tok)
-            return plan[names[i]][1] if plan else None
-        return pick
+    clients = [client(names[i], m, ["m-f"], model="served-f%d" % i) for i, m in enumerate(mocks)]
+    timeouts = {"first_byte_timeout": "300ms", "stream_idle_timeout": "300ms", "request_timeout": "3s"}
+    gw = R.gateway("faults", {"check_config": timeouts, "openai_clients": clients})
+    # A plain caller leaves after 0.4 s, and the watcher notices within
+    # 0.25 s more: the first byte may take longer than that here.
+    cooling = R.gateway("faults-cooling", {
+        "check_config": dict(timeouts, first_byte_timeout="1s", failure_threshold=2, cooldown="400ms"),
+        "openai_clients": clients})
 
     @R.check("random.faults")
     def _():
@@ -353,90 +354,136 @@ def faults_group(R):
         each of three upstreams (errors of every class, silence, connections
         cut or reset before and after the first byte); the caller's answer,
         the path tried and the record must follow SPEC §4.1, §4.4 and §4.5."""
-        gw.ensure()
-        for i, m in enumerate(mocks):
-            m.always(act(i))
-        r = random.Random(1207)
-        reqs = []
-        for i in range(240):
-            stream = r.random() < 0.5
-            tok = "fault-%d" % i
-            plans[tok] = {n: (k, _fault(r, k, stream, "served-%s" % n))
-                          for n, k in ((n, _kinds(r, stream)) for n in names)}
-            reqs.append((i, tok, stream))
+        return _faults(gw, mocks, names, random.Random(1207), 240, leaving=0.0, stall=1.0)
 
-        def send(q):
-            i, tok, stream = q
-            msgs = [{"role": "user", "content": tok}]
-            hdr = {"X-Request-Id": tok}
-            if stream:
-                s = gw.stream_chat("m-f", msgs, hdr, timeout=20)
-                if s.status == 200 and "event-stream" in s.header("content-type"):
+    @R.check("random.faults_cooldown_and_callers_leaving")
+    def _():
+        """The same with cooldowns reordering the candidates (2 failures in a
+        row, 400 ms), and a caller in six that leaves once its answer has
+        begun (plain: after 0.4 s): its record says 499 and the upstream's
+        work is cancelled."""
+        return _faults(cooling, mocks, names, random.Random(77), 180, leaving=1 / 6, stall=1.6)
+
+
+def _faults(gw, mocks, names, r, n, leaving, stall):
+    gw.ensure()
+    plans = {}  # token -> {client name: (kind, action)}
+
+    def pick(i):
+        def act(rec):
+            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+            plan = plans.get(msgs[-1].get("content") if msgs else None)
+            return plan[names[i]][1] if plan else None
+        return act
+    for i, m in enumerate(mocks):
+        m.always(pick(i))
+    reqs = []
+    for i in range(n):
+        stream, leave = r.random() < 0.5, r.random() < leaving
+        tok = "fault-%s-%d" % (gw.name, i)
+        plans[tok] = {}
+        for name in names:
+            k = _kind(r, stream)
+            plans[tok][name] = (k, _fault(r, k, stream, "served-" + name, leave, stall))
+        reqs.append((i, tok, stream, leave))
+
+    def send(q):
+        i, tok, stream, leave = q
+        msgs = [{"role": "user", "content": tok}]
+        hdr = {"X-Request-Id": tok}
+        if leave and not stream:
+            body = json.dumps({"model": "m-f", "messages": msgs}).encode()
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
+                c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                          % (tok.encode(), len(body), body))
+                time.sleep(0.4)
+            return None, {}, None, None
+        if stream:
+            s = gw.stream_chat("m-f", msgs, hdr, timeout=20)
+            if s.status == 200 and "event-stream" in s.header("content-type"):
+                if leave:
+                    s.next_event()
+                    s.close()
+                else:
                     s.read_all()
-                    return s.status, s.headers, s, None
-                return s.status, s.headers, None, s.body()
-            resp = gw.chat("m-f", msgs, hdr, timeout=20)
-            return resp.status, resp.headers, None, resp.body
-        with ThreadPoolExecutor(6) as ex:
-            got = list(ex.map(send, reqs))
-        seen = {}
-        for (i, tok, stream), (status, headers, s, body) in zip(reqs, got):
-            where = "request %d (%s, %s)" % (i, "stream" if stream else "plain",
-                                             {n: k for n, (k, _) in plans[tok].items()})
-            tried = sorted((c.t, names[j]) for j, m in enumerate(mocks)
-                           for c in m.calls() if c.json and c.json["messages"][-1]["content"] == tok)
-            tried = [n for _, n in tried]
-            ensure(tried and len(set(tried)) == len(tried), "%s: upstreams tried %s" % (where, tried))
-            kinds = [plans[tok][n][0] for n in tried]
-            ensure(all(k in FAILOVER for k in kinds[:-1]), "%s: went on after %s" % (where, kinds))
-            last = kinds[-1]
-            seen[last] = seen.get(last, 0) + 1
-            row = gw.row(tok)
-            rec_tried = [t.split("/")[0] for t in json.loads(row["tried"] or "[]")]
-            eq(rec_tried, tried, "%s: record's tried" % where)
-            eq(row["stream"], int(stream), "%s: record's stream flag" % where)
-            if last in FAILOVER:
-                eq(sorted(tried), names, "%s: every candidate tried before failing" % where)
-                want = 504 if last == "stall" else 502
-                eq(status, want, "%s: status when all failed" % where)
-                err = json.loads(body)["error"]
-                eq((err["type"], err["code"]), ("upstream_error", "all_upstreams_failed"), "%s: error" % where)
-                eq([t.split("/")[0] for t in err["tried"]], tried, "%s: tried in the error" % where)
-                eq((row["status"], row["upstream"]), (want, ""), "%s: record" % where)
-                eq(row["error"], err["message"], "%s: record's error" % where)
-                continue
-            served = tried[-1]
-            eq(headers.get("x-gptapi-upstream"), served, "%s: X-Gptapi-Upstream" % where)
-            eq(row["upstream"], served, "%s: record's upstream" % where)
-            if last == "4xx":
-                up = plans[tok][served][1]
-                eq(status, up.status, "%s: the upstream's status" % where)
-                eq(json.loads(body), up.body, "%s: the upstream's body" % where)
-                eq(row["status"], up.status, "%s: record status" % where)
-                continue
-            eq(status, 200, "%s: status" % where)
-            if not stream:
-                a = json.loads(body)
-                eq((a["model"], a["choices"][0]["message"]["content"]), ("m-f", "".join(WORDS)),
-                   "%s: answer" % where)
-                eq(row["status"], 200, "%s: record status" % where)
-                continue
-            data = [d for _, d in s.events]
+                return s.status, s.headers, s, None
+            return s.status, s.headers, None, s.body()
+        resp = gw.chat("m-f", msgs, hdr, timeout=20)
+        return resp.status, resp.headers, None, resp.body
+    with ThreadPoolExecutor(6) as ex:
+        got = list(ex.map(send, reqs))
+    seen = {}
+    for (i, tok, stream, leave), (status, headers, s, body) in zip(reqs, got):
+        where = "request %d (%s%s, %s)" % (i, "stream" if stream else "plain", ", caller leaves" if leave else "",
+                                           {n: k for n, (k, _) in plans[tok].items()})
+        calls = sorted((c.t, names[j], c) for j, m in enumerate(mocks)
+                       for c in m.calls() if c.json and c.json["messages"][-1]["content"] == tok)
+        tried = [n for _, n, _ in calls]
+        ensure(tried and len(set(tried)) == len(tried), "%s: upstreams tried %s" % (where, tried))
+        kinds = [plans[tok][n][0] for n in tried]
+        ensure(all(k in FAILOVER for k in kinds[:-1]), "%s: went on after %s" % (where, kinds))
+        last = kinds[-1]
+        for k in kinds:
+            seen[k] = seen.get(k, 0) + 1
+        row = gw.row(tok)
+        eq([t.split("/")[0] for t in json.loads(row["tried"] or "[]")], tried, "%s: record's tried" % where)
+        eq(row["stream"], int(stream), "%s: record's stream flag" % where)
+        if leave:
+            seen["left"] = seen.get("left", 0) + 1
             if last == "ok":
-                ensure(data and data[-1] == "[DONE]", "%s: stream end %r" % (where, data[-2:]))
-                eq(s.content(), "".join(WORDS), "%s: streamed text" % where)
-                eq((row["status"], row["completion_tokens"]), (200, 5), "%s: record" % where)
-                continue
-            # mid or silent: the caller got part of the answer, then an error event
-            ensure(data and "[DONE]" not in data, "%s: a broken stream must not end with [DONE]" % where)
-            err = json.loads(data[-1]).get("error")
-            ensure(isinstance(err, dict) and err.get("message"), "%s: last event %r" % (where, data[-1]))
-            text = s.content()
-            ensure(len(text) < len("".join(WORDS)) and "".join(WORDS).startswith(text),
-                   "%s: partial text %r" % (where, text))
-            eq(row["status"], 504 if last == "silent" else 502, "%s: record status" % where)
+                # The answer lasts 1.4 s (stream) or 2 s (plain): the caller
+                # left first, and the upstream must see its work cancelled.
+                eq(row["status"], 499, "%s: record status of a caller that left" % where)
+                c = calls[-1][2]
+                ensure(wait_until(lambda: c.write_failed_at or c.peer_closed_at, 3, what="cancel"),
+                       "%s: the upstream's work was not cancelled" % where)
+            elif last in FAILOVER or last in ("mid", "silent"):
+                ensure(row["status"] in (499, 502, 504), "%s: record status %s" % (where, row["status"]))
+            continue
+        if last in FAILOVER:
+            eq(sorted(tried), names, "%s: every candidate tried before failing" % where)
+            want = 504 if last == "stall" else 502
+            eq(status, want, "%s: status when all failed" % where)
+            err = json.loads(body)["error"]
+            eq((err["type"], err["code"]), ("upstream_error", "all_upstreams_failed"), "%s: error" % where)
+            eq([t.split("/")[0] for t in err["tried"]], tried, "%s: tried in the error" % where)
+            eq((row["status"], row["upstream"]), (want, ""), "%s: record" % where)
             eq(row["error"], err["message"], "%s: record's error" % where)
-            rec_text = json.loads(row["response_body"])["choices"][0]["message"].get("content") or ""
-            eq(rec_text, text, "%s: recorded partial text" % where)
-        ensure(len(seen) >= 8 and min(seen.values()) >= 5, "too few of a kind: %s" % seen)
-        return seen
+            continue
+        served = tried[-1]
+        eq(headers.get("x-gptapi-upstream"), served, "%s: X-Gptapi-Upstream" % where)
+        eq(row["upstream"], served, "%s: record's upstream" % where)
+        if last == "4xx":
+            up = plans[tok][served][1]
+            eq(status, up.status, "%s: the upstream's status" % where)
+            eq(json.loads(body), up.body, "%s: the upstream's body" % where)
+            eq(row["status"], up.status, "%s: record status" % where)
+            continue
+        eq(status, 200, "%s: status" % where)
+        if not stream:
+            a = json.loads(body)
+            eq((a["model"], a["choices"][0]["message"]["content"]), ("m-f", "".join(WORDS)),
+               "%s: answer" % where)
+            eq(row["status"], 200, "%s: record status" % where)
+            continue
+        data = [d for _, d in s.events]
+        if last == "ok":
+            ensure(data and data[-1] == "[DONE]", "%s: stream end %r" % (where, data[-2:]))
+            eq(s.content(), "".join(WORDS), "%s: streamed text" % where)
+            eq((row["status"], row["completion_tokens"]), (200, 5), "%s: record" % where)
+            continue
+        # mid or silent: the caller got part of the answer, then an error event
+        ensure(data and "[DONE]" not in data, "%s: a broken stream must not end with [DONE]" % where)
+        err = json.loads(data[-1]).get("error")
+        ensure(isinstance(err, dict) and err.get("message"), "%s: last event %r" % (where, data[-1]))
+        text = s.content()
+        ensure(len(text) < len("".join(WORDS)) and "".join(WORDS).startswith(text),
+               "%s: partial text %r" % (where, text))
+        eq(row["status"], 504 if last == "silent" else 502, "%s: record status" % where)
+        eq(row["error"], err["message"], "%s: record's error" % where)
+        rec_text = json.loads(row["response_body"])["choices"][0]["message"].get("content") or ""
+        eq(rec_text, text, "%s: recorded partial text" % where)
+    # Every misbehaviour was met often enough to count (attempts of each kind).
+    ensure(len(seen) == (10 if leaving else 9) and min(seen.values()) >= 10, "too few of a kind: %s" % seen)
+    return seen
