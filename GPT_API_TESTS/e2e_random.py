@@ -13,7 +13,8 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from e2e_infra import CheckFail, client, ensure, eq, wait_until
+from e2e_common import metric_values
+from e2e_infra import CheckFail, client, ensure, eq, free_port, http_request, wait_until
 from e2e_mock import Cut, Fail, Hold, Json, Pieces, Sse, Stall, chat_answer, chat_chunks
 
 PREFIX = 'P\x1b"> '
@@ -341,12 +342,14 @@ def faults_group(R):
     names = ["f%d" % i for i in range(3)]
     clients = [client(names[i], m, ["m-f"], model="served-f%d" % i) for i, m in enumerate(mocks)]
     timeouts = {"first_byte_timeout": "300ms", "stream_idle_timeout": "300ms", "request_timeout": "3s"}
-    gw = R.gateway("faults", {"check_config": timeouts, "openai_clients": clients})
+    pprof = [free_port(), free_port()]
+    gw = R.gateway("faults", {"check_config": timeouts, "openai_clients": clients},
+                   args=["-pprof", "127.0.0.1:%d" % pprof[0]])
     # A plain caller leaves after 0.4 s, and the watcher notices within
     # 0.25 s more: the first byte may take longer than that here.
     cooling = R.gateway("faults-cooling", {
         "check_config": dict(timeouts, first_byte_timeout="1s", failure_threshold=2, cooldown="400ms"),
-        "openai_clients": clients})
+        "openai_clients": clients}, args=["-pprof", "127.0.0.1:%d" % pprof[1]])
 
     @R.check("random.faults")
     def _():
@@ -354,7 +357,7 @@ def faults_group(R):
         each of three upstreams (errors of every class, silence, connections
         cut or reset before and after the first byte); the caller's answer,
         the path tried and the record must follow SPEC §4.1, §4.4 and §4.5."""
-        return _faults(gw, mocks, names, random.Random(1207), 240, leaving=0.0, stall=1.0)
+        return _faults(gw, pprof[0], mocks, names, random.Random(1207), 240, leaving=0.0, stall=1.0)
 
     @R.check("random.faults_cooldown_and_callers_leaving")
     def _():
@@ -362,11 +365,25 @@ def faults_group(R):
         row, 400 ms), and a caller in six that leaves once its answer has
         begun (plain: after 0.4 s): its record says 499 and the upstream's
         work is cancelled."""
-        return _faults(cooling, mocks, names, random.Random(77), 180, leaving=1 / 6, stall=1.6)
+        return _faults(cooling, pprof[1], mocks, names, random.Random(77), 180, leaving=1 / 6, stall=1.6)
 
 
-def _faults(gw, mocks, names, r, n, leaving, stall):
+def _goroutines(port):
+    """A gateway's goroutines that run gptapi's code or serve a caller's
+    connection; the libraries' own housekeepers (fasthttp's idle workers and
+    pool cleaners, which end after a while idle) are not counted."""
+    r = http_request(port, "GET", "/debug/pprof/goroutine?debug=1", timeout=10)
+    n = 0
+    for group in r.body.decode().split("\n\n"):
+        head = [ln for ln in group.strip().splitlines() if " @ " in ln]
+        if head and ("github.com/gptapi/gptapi/" in group or "fasthttp.(*Server).serveConn" in group):
+            n += int(head[0].split()[0])
+    return n
+
+
+def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
     gw.ensure()
+    idle = _goroutines(pprof)
     plans = {}  # token -> {client name: (kind, action)}
 
     def pick(i):
@@ -401,14 +418,16 @@ def _faults(gw, mocks, names, r, n, leaving, stall):
             return None, {}, None, None
         if stream:
             s = gw.stream_chat("m-f", msgs, hdr, timeout=20)
-            if s.status == 200 and "event-stream" in s.header("content-type"):
-                if leave:
-                    s.next_event()
-                    s.close()
-                else:
-                    s.read_all()
-                return s.status, s.headers, s, None
-            return s.status, s.headers, None, s.body()
+            try:
+                if s.status == 200 and "event-stream" in s.header("content-type"):
+                    if leave:
+                        s.next_event()
+                    else:
+                        s.read_all()
+                    return s.status, s.headers, s, None
+                return s.status, s.headers, None, s.body()
+            finally:
+                s.close()
         resp = gw.chat("m-f", msgs, hdr, timeout=20)
         return resp.status, resp.headers, None, resp.body
     with ThreadPoolExecutor(6) as ex:
@@ -484,6 +503,22 @@ def _faults(gw, mocks, names, r, n, leaving, stall):
         eq(row["error"], err["message"], "%s: record's error" % where)
         rec_text = json.loads(row["response_body"])["choices"][0]["message"].get("content") or ""
         eq(rec_text, text, "%s: recorded partial text" % where)
+    # Nothing is left behind: no request in flight, no stream open, no
+    # goroutine more than before (idle upstream connections have none, nor
+    # caller ones once closed).
+    def settled():
+        m = gw.get("/metrics").body.decode()
+        busy = [k + "=" + str(v) for name in ("gptapi_upstream_inflight", "gptapi_active_streams")
+                for k, v in metric_values(m, name).items() if v]
+        left = _goroutines(pprof)
+        return None if busy or left > idle else (busy, left)
+    try:
+        _, after = wait_until(settled, 5, 0.1, "idle")
+    except CheckFail:
+        m = gw.get("/metrics").body.decode()
+        raise CheckFail("after the run: in flight %s, streams %s, goroutines %d (%d before)" % (
+            metric_values(m, "gptapi_upstream_inflight"), metric_values(m, "gptapi_active_streams"),
+            _goroutines(pprof), idle))
     # Every misbehaviour was met often enough to count (attempts of each kind).
     ensure(len(seen) == (10 if leaving else 9) and min(seen.values()) >= 10, "too few of a kind: %s" % seen)
-    return seen
+    return {"attempts": seen, "goroutines": "%d before, %d after" % (idle, after)}
