@@ -14,8 +14,14 @@ import (
 )
 
 // debounce is how long the file must stay quiet after a change before it is
-// reloaded: editors write, rename and chmod in bursts.
-const debounce = 200 * time.Millisecond
+// reloaded: editors write, rename and chmod in bursts. A file that never
+// stays quiet that long (a tool rewriting it in a loop) is reloaded anyway
+// maxDelay after the first change not yet reloaded, so that every change
+// is in force within a second (SPEC §2).
+const (
+	debounce = 200 * time.Millisecond
+	maxDelay = 700 * time.Millisecond
+)
 
 // Watcher reloads a configuration file when it changes and on Reload (the
 // caller wires SIGHUP to it). Set the exported fields, then call Start.
@@ -98,6 +104,7 @@ func (w *Watcher) loop(base string, anyName bool) {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
+	var due time.Time // the latest a reload may come; zero: nothing pending
 	for {
 		select {
 		case ev, ok := <-w.fw.Events:
@@ -107,13 +114,18 @@ func (w *Watcher) loop(base string, anyName bool) {
 			if ev.Op == fsnotify.Chmod || !anyName && filepath.Base(ev.Name) != base {
 				continue
 			}
-			t.Reset(debounce)
+			now := time.Now()
+			if due.IsZero() {
+				due = now.Add(maxDelay)
+			}
+			t.Reset(min(debounce, due.Sub(now)))
 		case err, ok := <-w.fw.Errors:
 			if !ok {
 				return
 			}
 			w.logger().Warn("config watch error", "file", w.Path, "error", err)
 		case <-t.C:
+			due = time.Time{}
 			w.reload(false)
 		case <-w.done:
 			return

@@ -133,6 +133,39 @@ func TestWatcherSwapsValidConfig(t *testing.T) {
 	}
 }
 
+// A file that keeps changing faster than the debounce (a tool rewriting it
+// in a loop) is still reloaded within a second of its first change: the
+// debounce waits for quiet, but never past maxDelay.
+func TestWatcherReloadsFileThatKeepsChanging(t *testing.T) {
+	x := newWatched(t, clientsYAML(":8080", "a"), true)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if err := os.WriteFile(x.path, []byte(clientsYAML(":8080", "a", fmt.Sprintf("b%d", i))), 0o644); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	select {
+	case <-x.applied:
+		if d := time.Since(start); d > 1500*time.Millisecond {
+			t.Errorf("first reload %v after the first change, want within a second", d)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("no reload in %v while the file kept changing every 50 ms; log:\n%s", waitFor, x.log)
+	}
+}
+
 func TestWatcherRefusesInvalidConfig(t *testing.T) {
 	x := newWatched(t, clientsYAML(":8080", "a"), true)
 	x.write(t, clientsYAML(":8080", "a")+"  - {name: b, base_url: \"http://h/v1\", model_match: {type: regex, value: x}}\n")
