@@ -10,11 +10,12 @@ import copy
 import json
 import random
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from e2e_common import metric_values
-from e2e_infra import CheckFail, client, ensure, eq, free_port, http_request, wait_until
+from e2e_infra import CheckFail, client, deep_merge, ensure, eq, free_port, http_request, wait_until
 from e2e_mock import Cut, Fail, Hold, Json, Pieces, Sse, Stall, chat_answer, chat_chunks
 
 PREFIX = 'P\x1b"> '
@@ -24,7 +25,7 @@ TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F
 
 
 def groups():
-    return [random_group, faults_group]
+    return [random_group, faults_group, reload_group]
 
 
 def _text(r):
@@ -522,3 +523,87 @@ def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
     # Every misbehaviour was met often enough to count (attempts of each kind).
     ensure(len(seen) == (10 if leaving else 9) and min(seen.values()) >= 10, "too few of a kind: %s" % seen)
     return {"attempts": seen, "goroutines": "%d before, %d after" % (idle, after)}
+
+
+# ---------------------------------------------------------------- reloads
+
+def reload_group(R):
+    ma, mb = R.mock("RA"), R.mock("RB")
+    murl = {"a": ma.base_url[:-len("/v1")] + "/metrics", "b": mb.base_url[:-len("/v1")] + "/metrics"}
+
+    def version(v, strategy, members, valid=True):
+        cs = [client(n, {"a": ma, "b": mb}[n], ["m-x"], model="s%d%s" % (v, n),
+                     special_prefix="%d%s:" % (v, n), metrics_url=murl[n]) for n in members]
+        if not valid:
+            cs[0]["model_match"]["type"] = "regex"
+        return {"routing": {"strategy": strategy, "poll_interval": "100ms"}, "openai_clients": cs}
+    versions = {1: version(1, "weighted", "a"), 2: version(2, "least_loaded", "b"),
+                3: version(3, "prefix", "ab"), 4: version(4, "weighted", "ab", valid=False)}
+    gw = R.gateway("reloads", versions[1])
+
+    @R.check("random.reload_under_traffic")
+    def _():
+        """Four callers send plain and stream requests while the config file
+        is rewritten every 80 ms, at random, between three valid versions
+        (different clients, model renames, prefixes and routing strategies)
+        and an invalid one. Each answer must come whole from one version:
+        its prefix, the client named in X-Gptapi-Upstream, the model the
+        upstream was sent and the record all agree, and that version's
+        client served it (SPEC §2: running requests finish on the old
+        config, new ones use the new one, an invalid one is refused)."""
+        gw.ensure()
+        r = random.Random(31)
+        stop = threading.Event()
+        results, errors = [], []
+
+        def caller(k):
+            i = 0
+            while not stop.is_set():
+                tok = "rl-%d-%d" % (k, i)
+                msgs = [{"role": "user", "content": tok}]
+                try:
+                    if i % 2:
+                        s = gw.stream_chat("m-x", msgs, {"X-Request-Id": tok}, timeout=10)
+                        try:
+                            s.read_all()
+                            results.append((tok, s.status, s.header("x-gptapi-upstream"),
+                                            s.content() if s.status == 200 else s.raw))
+                        finally:
+                            s.close()
+                    else:
+                        resp = gw.chat("m-x", msgs, {"X-Request-Id": tok}, timeout=10)
+                        text = resp.json["choices"][0]["message"]["content"] if resp.status == 200 else resp.body
+                        results.append((tok, resp.status, resp.header("x-gptapi-upstream"), text))
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append("%s: %r" % (tok, e))
+                i += 1
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(40):
+                gw.write_config(deep_merge(gw.cfg, versions[r.choice([1, 2, 3, 3, 4])]))
+                time.sleep(0.08)
+            gw.write_config(deep_merge(gw.cfg, versions[2]))
+            wait_until(lambda: gw.chat("m-x").header("x-gptapi-upstream") == "b"
+                       and gw.chat("m-x").json["choices"][0]["message"]["content"].startswith("2b:"),
+                       5, 0.1, "version 2 in force")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+        ensure(not errors, "callers failed: %s" % errors[:3])
+        ensure(gw.running(), "gptapi exited during the reloads")
+        seen = {}
+        for tok, status, up, text in results:
+            eq(status, 200, "%s: status (%r)" % (tok, text[:200] if isinstance(text, bytes) else text))
+            v = text.split(":", 1)[0]
+            ensure(v in ("1a", "2b", "3a", "3b"), "%s: answer %r has no valid version's prefix" % (tok, text))
+            eq(up, v[1], "%s: X-Gptapi-Upstream of an answer prefixed %s" % (tok, v))
+            mock = ma if up == "a" else mb
+            got = [c for c in mock.calls() if c.json and c.json["messages"][-1]["content"] == tok]
+            eq([c.json["model"] for c in got], ["s" + v], "%s: model sent upstream" % tok)
+            eq(gw.row(tok)["upstream"], up, "%s: record's upstream" % tok)
+            seen[v] = seen.get(v, 0) + 1
+        ensure(len(seen) == 4 and min(seen.values()) >= 5, "too few answers of a version: %s" % seen)
+        return seen
