@@ -25,7 +25,7 @@ TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F
 
 
 def groups():
-    return [random_group, faults_group, reload_group]
+    return [random_group, faults_group, reload_group, raw_group]
 
 
 def _text(r):
@@ -607,3 +607,203 @@ def reload_group(R):
             seen[v] = seen.get(v, 0) + 1
         ensure(len(seen) == 4 and min(seen.values()) >= 5, "too few answers of a version: %s" % seen)
         return seen
+
+
+# ---------------------------------------------------------------- raw HTTP
+
+def _raw_request(r, i):
+    """One request as bytes, with random faults in its framing, and what
+    SPEC §3 says of two of them: "smuggle" (both Content-Length and
+    Transfer-Encoding: 400, connection closed) and "431" (headers over the
+    16 KiB limit)."""
+    body = json.dumps({"model": "m-h", "messages": [{"role": "user", "content": "raw-%d" % i}]}).encode()
+    method, path, version = b"POST", b"/v1/chat/completions", b"HTTP/1.1"
+    heads = [(b"Host", b"x"), (b"Content-Type", b"application/json"), (b"X-Request-Id", b"raw-%d" % i),
+             (b"Content-Length", b"%d" % len(body))]
+    tail = b""
+    for _ in range(r.randint(0, 2)):
+        k = r.randrange(16)
+        if k == 0:
+            method = r.choice([b"GET", b"PUT", b"DELETE", b"post", b"P0ST", b"PATCH", b"OPTIONS"])
+        elif k == 1:
+            path = r.choice([b"/v1/chat/completions?x=1", b"//v1/chat/completions", b"/v1/chat/completions/",
+                             b"/V1/chat/completions", b"/v1/chat%2Fcompletions", b"/v1/" + b"a" * 5000,
+                             b"*", b"http://x/v1/chat/completions", b"/v1/chat/completions#f", b""])
+        elif k == 2:
+            version = r.choice([b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1x", b"HTTP/0.9", b"", b"http/1.1"])
+        elif k == 3:  # Content-Length and Transfer-Encoding both
+            heads.append((b"Transfer-Encoding", b"chunked"))
+        elif k == 4:  # chunked instead, well or badly framed
+            heads = [h for h in heads if h[0] != b"Content-Length"] + [(b"Transfer-Encoding", b"chunked")]
+            n = r.randint(1, len(body))
+            chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (n, body[:n], len(body) - n, body[n:]) \
+                if n < len(body) else b"%x\r\n%s\r\n0\r\n\r\n" % (n, body)
+            bad = r.choice([None, None, b"zz\r\n", b"%x\r\n" % (len(body) + 9), b"-1\r\n", b"0x10\r\n"])
+            body = chunks if bad is None else bad + body
+        elif k == 5:  # a second, different Content-Length
+            heads.append((b"Content-Length", b"%d" % r.choice([0, 5, 10 ** 6])))
+        elif k == 6:
+            heads.append(r.choice([(b"X-Bad Name", b"v"), (b"X-No-Colon", None), (b" X-Lead", b"v"),
+                                   (b"X-Nul", b"a\x00b"), (b"X-Fold", b"a\r\n b"), (b"X-Ctl", b"\x01\x7f"),
+                                   (b"X-Utf8", "\u00e9\u2028".encode())]))
+        elif k == 7:
+            heads.append((b"X-Big", b"b" * r.choice([1000, 17000, 70000])))
+        elif k == 8:
+            heads.extend((b"X-H%d" % j, b"v") for j in range(r.choice([50, 400])))
+        elif k == 9:
+            heads.append((b"Expect", r.choice([b"100-continue", b"bogus"])))
+        elif k == 10:
+            heads.append((b"Connection", r.choice([b"close", b"keep-alive", b"Upgrade"])))
+        elif k == 11:  # a body shorter than announced: read_timeout ends it
+            body = body[:r.randint(0, len(body) - 1)]
+        elif k == 12:  # bytes after the body: a pipelined request, or garbage
+            tail = r.choice([b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"garbage\r\n\r\n", b"\r\n", b"\x00" * 9])
+        elif k == 13:
+            heads = [(n, v) for n, v in heads if n != b"Content-Length"]
+        elif k == 14:
+            heads = [(n, v) for n, v in heads if n != b"Host"]
+        else:
+            heads.append((b"X-Request-Id", r.choice([b"", b"id with spaces", b"\xff\xfe", b"x" * 300])))
+    line = method + b" " + path + (b" " + version if version else b"") + b"\r\n"
+    hs = b"".join(n + b"\r\n" if v is None else n + b": " + v + b"\r\n" for n, v in heads)
+    names = {n.lower() for n, _ in heads}
+    expect = None
+    if len(line) + len(hs) > 17 << 10:
+        expect = "431"
+    elif {b"content-length", b"transfer-encoding"} <= names and version in (b"HTTP/1.1", b"HTTP/1.0") \
+            and method == b"POST" and path == b"/v1/chat/completions":
+        expect = "smuggle"
+    return line + hs + b"\r\n" + body + tail, expect
+
+
+def _responses(data):
+    """The HTTP responses in data: [(status, headers, body)], and the bytes
+    left over that do not make a whole response."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            break
+        hdr = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(b":")
+            hdr[k.strip().lower().decode("latin-1")] = v.strip()
+        status = int(parts[1])
+        if "content-length" in hdr:
+            n = int(hdr["content-length"])
+            if len(rest) < n:
+                break
+            body, data = rest[:n], rest[n:]
+        elif hdr.get("transfer-encoding", b"").lower() == b"chunked":
+            body, ok = b"", False
+            while True:
+                size, sep, rest = rest.partition(b"\r\n")
+                if not sep:
+                    break
+                n = int(size.split(b";")[0], 16)
+                if n == 0:
+                    rest = rest.split(b"\r\n", 1)[1] if b"\r\n" in rest else b""
+                    ok = True
+                    break
+                body, rest = body + rest[:n], rest[n + 2:]
+            if not ok:
+                break
+            data = rest
+        elif status in (204, 304) or 100 <= status < 200:
+            body, data = b"", rest
+        else:
+            body, data = rest, b""
+        out.append((status, hdr, body))
+    return out, data
+
+
+def raw_group(R):
+    mH = R.mock("H")
+    gw = R.gateway("raw", {"server": {"read_timeout": "1s"},
+                           "openai_clients": [client("h", mH, ["m-h"])]})
+
+    @R.check("random.raw_http")
+    def _():
+        """400 requests whose bytes carry random faults in the request line,
+        headers and framing (both Content-Length and Transfer-Encoding, bad
+        chunks, short bodies, huge or broken headers, pipelined bytes after
+        the body), 8 at a time. Each connection must end within
+        read_timeout's bound with only whole HTTP answers; every answer but
+        a 200 is an OpenAI-shaped error; each 200 is the upstream's answer
+        with a record; and gptapi keeps serving. A caller that half-closes
+        after its request may get 499, as from nginx: its closed side reads
+        as a caller gone."""
+        gw.ensure()
+        r = random.Random(99)
+        reqs = [(i, _raw_request(r, i)) for i in range(400)]
+
+        def send(q):
+            """Half-closes after sending (most requests), so that the
+            connection must end; else reads until 2 s pass without a byte."""
+            i, raw, shut = q
+            data, ended = b"", False
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
+                try:
+                    c.sendall(raw)
+                    if shut:
+                        c.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                c.settimeout(4 if shut else 2)
+                try:
+                    while True:
+                        b = c.recv(65536)
+                        if not b:
+                            ended = True
+                            break
+                        data += b
+                except socket.timeout:
+                    pass
+                except OSError:  # a reset: gptapi closed with our bytes unread
+                    ended = True
+            return i, raw, shut, data, ended
+        with ThreadPoolExecutor(8) as ex:
+            got = list(ex.map(send, [(i, raw, r.random() < 0.8) for i, (raw, _) in reqs]))
+        statuses = {}
+        for i, raw, shut, data, ended in got:
+            where = "request %d %r" % (i, raw[:300])
+            resps, left = _responses(data)
+            ensure(ended or (resps and not shut),
+                   "%s: no answer and the connection did not end within 4 s; got %r" % (where, data[:300]))
+            expect = reqs[i][1][1]
+            if expect:
+                resps = [x for x in resps if x[0] != 100]
+                statuses[expect] = statuses.get(expect, 0) + 1
+                want = 431 if expect == "431" else 400
+                ensure(resps and resps[0][0] == want, "%s: want %d first, got %s" % (
+                    where, want, [x[0] for x in resps]))
+                if expect == "smuggle":
+                    ensure(len(resps) == 1 and ended, "%s: the connection goes on after both Content-Length "
+                           "and Transfer-Encoding (%d answers, ended %s)" % (where, len(resps), ended))
+            ensure(not left, "%s: bytes that are not a whole answer: %r" % (where, left[:300]))
+            for status, hdr, body in resps:
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 100:  # Expect: 100-continue
+                    continue
+                if status == 200:
+                    if hdr.get("content-type", b"").startswith(b"application/json") and b'"status"' in body:
+                        continue  # the pipelined /health
+                    a = json.loads(body)
+                    eq(a["choices"][0]["message"]["content"], "Hello from H", "%s: answer" % where)
+                    rid = hdr.get("x-request-id", b"").decode("latin-1")
+                    ensure(rid, "%s: no X-Request-Id" % where)
+                    ensure(len(wait_until(lambda: gw.rows("request_id = ?", (rid,)), 5, 0.05, "record")) >= 1,
+                           "%s: no record of %r" % (where, rid))
+                    continue
+                try:
+                    err = json.loads(body)["error"]
+                except (ValueError, KeyError, TypeError):
+                    raise CheckFail("%s: %d answer is not an OpenAI error: %r" % (where, status, body[:300]))
+                ensure(isinstance(err, dict) and err.get("message") and err.get("type"),
+                       "%s: %d error %r" % (where, status, err))
+        ensure(gw.get("/health").status == 200 and gw.running(), "gptapi stopped serving")
+        return statuses
