@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"time"
@@ -176,6 +177,9 @@ func (r *Relay) Start(src io.Reader) error {
 			}
 			return err
 		}
+		if ev.Cut && !bytes.Equal(ev.Data, doneData) {
+			return io.ErrUnexpectedEOF // inside the first event: nothing relayed yet
+		}
 		if ev.Data == nil {
 			if preamble += len(ev.Raw); preamble > MaxPreambleBytes {
 				return ErrPreambleTooLarge
@@ -304,6 +308,16 @@ func (r *Relay) fill() {
 func (r *Relay) relay(ev Event) {
 	if r.Done {
 		return // read only to reach the end of the upstream body
+	}
+	if ev.Cut {
+		// The stream ended inside this event. Relayed, its bytes would
+		// run into the error event that follows, and the caller would
+		// get half a JSON object; SSE drops it, and so does the relay.
+		// Only a [DONE] that lacks its blank line is taken, made whole.
+		if !bytes.Equal(ev.Data, doneData) {
+			return
+		}
+		ev.Raw = doneEvent
 	}
 	var kept bool
 	r.out, kept = r.Rewriter.Append(r.out, ev)

@@ -216,6 +216,53 @@ func TestRelayBreak(t *testing.T) {
 	}
 }
 
+// The upstream's body ends inside an event (fasthttp reports a connection
+// dropped inside a chunked body as a plain EOF): SSE drops an unfinished
+// event, and so does the relay, so that the error event is an event of
+// its own and the caller never gets half a JSON object. Cut inside the
+// first event, the attempt fails before anything reached the caller.
+func TestRelayCutInsideEvent(t *testing.T) {
+	for _, name := range []string{"vllm-chat.sse", "openrouter-comments-error.sse"} {
+		in := readTestdata(t, name)
+		firstData := bytes.Index(in, []byte("data: "))
+		firstEnd := firstData + bytes.Index(in[firstData:], []byte("\n\n")) + 2
+		for k := 0; k < len(in); k += 31 {
+			if endsWithBlankLine(in[:k]) || k >= len(in)-len("data: [DONE]\n\n") {
+				continue // whole events only, or a cut [DONE] (below)
+			}
+			r := &Relay{ErrorEvent: errorEvent}
+			r.Reset()
+			err := r.Start(bytes.NewReader(in[:k]))
+			if k < firstEnd {
+				if err != io.ErrUnexpectedEOF {
+					t.Fatalf("%s k=%d: Start error %v, want io.ErrUnexpectedEOF", name, k, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s k=%d: Start: %s", name, k, err)
+			}
+			w := &writeRecorder{}
+			if _, err := r.WriteTo(w); err != nil {
+				t.Fatalf("%s k=%d: WriteTo returned %v", name, k, err)
+			}
+			complete := in[:bytes.LastIndex(in[:k], []byte("\n\n"))+2]
+			want := errorEvent(bytes.Clone(complete), io.ErrUnexpectedEOF)
+			if got := w.all(); !bytes.Equal(got, want) {
+				t.Fatalf("%s k=%d:\ngot:  %q\nwant: %q", name, k, got[max(0, len(got)-200):], want[max(0, len(want)-200):])
+			}
+		}
+	}
+	// A [DONE] that lacks only its blank line ends the stream as a whole
+	// one would.
+	for _, end := range []string{"data: [DONE]", "data: [DONE]\n", "data: [DONE]\r\n"} {
+		r, w := runRelay(t, strings.NewReader("data: {\"choices\":[]}\n\n"+end), "", "", false)
+		if want := "data: {\"choices\":[]}\n\ndata: [DONE]\n\n"; string(w.all()) != want || !r.Done || r.ReadErr != nil {
+			t.Fatalf("%q: out %q, Done %v, ReadErr %v", end, w.all(), r.Done, r.ReadErr)
+		}
+	}
+}
+
 type timeoutError struct{}
 
 func (timeoutError) Error() string   { return "i/o timeout" }

@@ -8,6 +8,7 @@ import (
 
 var (
 	doneData    = []byte("[DONE]")
+	doneEvent   = []byte("data: [DONE]\n\n")
 	dataField   = []byte("data: ")
 	eventField  = []byte("event: ")
 	nullLiteral = []byte("null")

@@ -31,6 +31,9 @@ type Event struct {
 	Data []byte
 	// Name is the value of an "event:" line, nil if none.
 	Name []byte
+	// Cut is set on a final event the stream ended inside, before its
+	// blank line. SSE drops such an event (the relay does).
+	Cut bool
 }
 
 // Scanner splits an SSE byte stream into events. It keeps one buffer that is
@@ -81,7 +84,8 @@ func (s *Scanner) resetScan() {
 }
 
 // Next returns the next event. At the end of the stream a final event that
-// lacks its blank line is returned with a nil error, then io.EOF. A read error
+// lacks its blank line is returned with a nil error and Cut set, then
+// io.EOF. A read error
 // other than io.EOF is returned after the complete events before it; a
 // partial event before such an error is dropped, because relaying half an
 // event would hand the caller broken JSON.
@@ -95,7 +99,9 @@ func (s *Scanner) Next() (Event, error) {
 		}
 		if s.err != nil {
 			if s.err == io.EOF && s.start < s.end {
-				return s.take(s.end - s.start), nil
+				ev := s.take(s.end - s.start)
+				ev.Cut = true
+				return ev, nil
 			}
 			return Event{}, s.err
 		}
