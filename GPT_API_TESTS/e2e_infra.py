@@ -614,6 +614,9 @@ class Gateway:
             return []
         try:
             db.row_factory = sqlite3.Row
+            # A text column holds the bytes as given; an upstream's answer
+            # need not be UTF-8, which sqlite3's default would refuse.
+            db.text_factory = lambda b: b.decode("utf-8", "replace")
             return [dict(r) for r in db.execute(
                 "SELECT * FROM requests WHERE " + where, args)]
         except sqlite3.Error:

@@ -97,6 +97,14 @@ class Cut:
         self.body, self.at, self.reset = body, at, reset
 
 
+class Raw:
+    """Bytes written as they are in place of an HTTP answer, then the
+    connection closed: status lines, headers and framing of any shape."""
+
+    def __init__(self, data):
+        self.data = data
+
+
 class Pieces:
     """A text/event-stream answer of raw body bytes, written as chunks of 1
     to 64 bytes (sizes drawn from seed) with short pauses now and then, so
@@ -309,6 +317,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(rec, data[:half])
             mock.sleep(action.gap)
             self._write(rec, data[half:])
+            return
+        if isinstance(action, Raw):
+            self._write(rec, action.data)
+            self.wfile.flush()
+            self._break()
             return
         if isinstance(action, Cut):
             data = json.dumps(action.body).encode()

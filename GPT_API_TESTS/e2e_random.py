@@ -7,6 +7,7 @@ the upstream's, rewritten as SPEC §4.4 says, and so is the record. The
 seeds are fixed, so a failure replays."""
 
 import copy
+import gzip
 import json
 import random
 import socket
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from e2e_common import metric_values
 from e2e_infra import CheckFail, client, deep_merge, ensure, eq, free_port, http_request, wait_until
-from e2e_mock import Cut, Fail, Hold, Json, Pieces, Sse, Stall, chat_answer, chat_chunks
+from e2e_mock import Cut, Fail, Hold, Json, Pieces, Raw, Sse, Stall, chat_answer, chat_chunks
 
 PREFIX = 'P\x1b"> '
 # Texts that have broken JSON writers, line scanners and prefix logic.
@@ -25,7 +26,7 @@ TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F
 
 
 def groups():
-    return [random_group, faults_group, reload_group, raw_group]
+    return [random_group, faults_group, reload_group, raw_group, garbage_group]
 
 
 def _text(r):
@@ -193,10 +194,10 @@ def _expected(evs, asked_usage):
     return want, {i: t for i, t in texts.items() if i in prefixed}
 
 
-def _events(raw):
+def _events(raw, errors="surrogatepass"):
     """The data payloads of an SSE body, in order."""
     out, cur = [], []
-    for line in raw.decode("utf-8", "surrogatepass").replace("\r\n", "\n").split("\n"):
+    for line in raw.decode("utf-8", errors).replace("\r\n", "\n").split("\n"):
         if line == "":
             if cur:
                 out.append("\n".join(cur))
@@ -805,5 +806,156 @@ def raw_group(R):
                     raise CheckFail("%s: %d answer is not an OpenAI error: %r" % (where, status, body[:300]))
                 ensure(isinstance(err, dict) and err.get("message") and err.get("type"),
                        "%s: %d error %r" % (where, status, err))
+        ensure(gw.get("/health").status == 200 and gw.running(), "gptapi stopped serving")
+        return statuses
+
+
+# ---------------------------------------------------------------- upstream garbage
+
+def _raw_answer(r, stream):
+    """An upstream's answer as bytes, valid, then with random faults in its
+    status line, headers, encoding and framing."""
+    status = b"HTTP/1.1 200 OK"
+    if stream:
+        events = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chat_chunks("served-g", WORDS))
+        events += b"data: [DONE]\n\n"
+        ctype, body, chunked = b"text/event-stream", events, True
+    else:
+        ctype, body, chunked = b"application/json", json.dumps(chat_answer("served-g", "".join(WORDS))).encode(), False
+    heads = [(b"Content-Type", ctype)]
+    extra, cl = [], None
+    for _ in range(r.randint(0, 2)):
+        k = r.randrange(12)
+        if k == 0:
+            status = r.choice([b"HTTP/1.0 200 OK", b"HTTP/1.1 200", b"HTTP/1.1 999 Odd", b"HTTP/1.1 2000 X",
+                               b"ICY 200 OK", b"HTTP/1.1 -1 X", b"garbage", b"", b"HTTP/1.1 500 Oops",
+                               b"HTTP/1.1 404 Not Found", b"HTTP/1.1 204 No Content", b"HTTP/1.1 302 Found"])
+        elif k == 1:
+            chunked = not chunked
+        elif k == 2:
+            cl = r.choice([b"-1", b"abc", b"0", b"%d" % (len(body) + 50), b"%d" % max(0, len(body) - 30),
+                           b"99999999999999999999"])
+        elif k == 3:
+            extra.append((b"Content-Length", b"%d" % len(body)))  # and chunked or a second length
+        elif k == 4:
+            body = gzip.compress(body) if r.random() < 0.7 else b"\x1f\x8b\x08\x00garbage"
+            heads.append((b"Content-Encoding", r.choice([b"gzip", b"gzip", b"br", b"x-unknown"])))
+        elif k == 5:
+            heads.append((b"X-No-Colon", None))
+        elif k == 6:
+            heads.append((b"X-Big", b"b" * r.choice([2000, 70000])))
+        elif k == 7:
+            heads.extend((b"X-H%d" % j, b"v") for j in range(300))
+        elif k == 8:  # truncated
+            body = body[:r.randint(0, max(0, len(body) - 1))]
+        elif k == 9:  # a byte changed
+            if body:
+                j = r.randrange(len(body))
+                body = body[:j] + bytes([r.randrange(256)]) + body[j + 1:]
+        elif k == 10:
+            heads = [(n, v) for n, v in heads if n != b"Content-Type"] + [
+                (b"Content-Type", r.choice([b"application/json", b"text/event-stream", b"text/html"]))]
+        else:
+            body += r.choice([b"\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", b"\x00" * 50, b"data: x\n\n"])
+    if chunked:
+        heads.append((b"Transfer-Encoding", b"chunked"))
+        n = r.randint(1, 64)
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(body[j:j + n]), body[j:j + n]) for j in range(0, len(body), n))
+        framed += b"0\r\n\r\n"
+    else:
+        framed = body
+        heads.append((b"Content-Length", cl if cl is not None else b"%d" % len(body)))
+    heads += extra
+    hs = b"".join(n + b"\r\n" if v is None else n + b": " + v + b"\r\n" for n, v in heads)
+    return status + b"\r\n" + hs + b"\r\n" + framed
+
+
+def garbage_group(R):
+    mG = R.mock("G")
+    gw = R.gateway("garbage", {
+        "check_config": {"first_byte_timeout": "1s", "stream_idle_timeout": "1s", "request_timeout": "2s",
+                         "max_response_bytes": 65536},
+        "openai_clients": [client("g", mG, ["m-g"], model="served-g")]})
+
+    @R.check("random.upstream_garbage")
+    def _():
+        """300 requests, half of them streams, each answered by an upstream
+        whose status line, headers, encoding or framing is broken at random
+        (odd statuses, both lengths, lengths that lie, gzip good and bad,
+        headers without a colon or too large, truncated or altered bodies,
+        the wrong Content-Type, bytes after the end), 6 at a time. Each
+        caller gets one whole HTTP answer within the timeouts: the
+        upstream's answer relayed, or an OpenAI-shaped error; the record
+        says the status the caller got (a stream that broke after its start:
+        502 or 504 with the error event's text); gptapi keeps serving."""
+        gw.ensure()
+        r = random.Random(5)
+        plans = {}
+        reqs = []
+        for i in range(300):
+            stream = r.random() < 0.5
+            tok = "garbage-%d" % i
+            plans[tok] = _raw_answer(r, stream)
+            reqs.append((i, tok, stream))
+
+        def act(rec):
+            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+            raw = plans.get(msgs[-1].get("content") if msgs else None)
+            return Raw(raw) if raw is not None else None
+        mG.always(act)
+
+        def send(q):
+            i, tok, stream = q
+            body = json.dumps({"model": "m-g", "stream": stream,
+                               "messages": [{"role": "user", "content": tok}]}).encode()
+            data, ended = b"", False
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
+                c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          b"X-Request-Id: %s\r\nContent-Length: %d\r\n\r\n%s" % (tok.encode(), len(body), body))
+                c.settimeout(6)
+                try:
+                    while True:
+                        b = c.recv(65536)
+                        if not b:
+                            ended = True
+                            break
+                        data += b
+                except (socket.timeout, OSError):
+                    pass
+            return i, tok, stream, data, ended
+        with ThreadPoolExecutor(6) as ex:
+            got = list(ex.map(send, reqs))
+        statuses = {}
+        for i, tok, stream, data, ended in got:
+            where = "request %d (%s), upstream sent %r" % (i, "stream" if stream else "plain", plans[tok][:400])
+            ensure(ended, "%s: the answer did not end within 6 s: %r" % (where, data[:300]))
+            resps, left = _responses(data)
+            ensure(len(resps) == 1 and not left, "%s: not one whole HTTP answer: %r" % (where, data[:400]))
+            status, hdr, body = resps[0]
+            statuses[status] = statuses.get(status, 0) + 1
+            row = gw.row(tok)
+            if b"x-gptapi-upstream" not in {k.encode() for k in hdr} and status >= 400:
+                try:
+                    err = json.loads(body)["error"]
+                except (ValueError, KeyError, TypeError):
+                    raise CheckFail("%s: %d from gptapi is not an OpenAI error: %r" % (where, status, body[:300]))
+                eq(row["error"], err["message"], "%s: record's error" % where)
+            sse = hdr.get("content-type", b"").startswith(b"text/event-stream")
+            if status == 200 and stream and sse:
+                evs = _events(body, "replace")  # an altered byte may not be UTF-8
+                ensure(evs, "%s: a stream with no event" % where)
+                if evs[-1] == "[DONE]":
+                    eq(row["status"], 200, "%s: record of a whole stream" % where)
+                else:
+                    try:
+                        err = json.loads(evs[-1]).get("error")
+                    except ValueError:
+                        err = None
+                    ensure(isinstance(err, dict), "%s: a stream ending without [DONE] nor an error: %r; record %s %r" % (
+                        where, evs[-3:], row["status"], row["error"]))
+                    ensure(row["status"] in (502, 504), "%s: record status %s" % (where, row["status"]))
+                    eq(row["error"], err["message"], "%s: record's error" % where)
+                continue
+            eq(row["status"], status, "%s: record status" % where)
         ensure(gw.get("/health").status == 200 and gw.running(), "gptapi stopped serving")
         return statuses
