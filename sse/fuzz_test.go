@@ -3,6 +3,7 @@ package sse
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"reflect"
 	"testing"
 )
@@ -58,6 +59,49 @@ func FuzzScanner(f *testing.F) {
 		}
 		if got := scanAll(t, &chunkReader{b: in, n: 1}); !reflect.DeepEqual(got, whole) {
 			t.Fatalf("1-byte reads give other events than one read")
+		}
+	})
+}
+
+// FuzzRelay relays streams cut anywhere (read as a plain EOF, as fasthttp
+// reports a connection dropped inside a chunked body). The caller gets the
+// input's whole events, up to [DONE], each as it came, then the error
+// event when the stream broke: never part of an event, whatever the cut.
+func FuzzRelay(f *testing.F) {
+	addStreamSeeds(f, func(b []byte) { f.Add(b, uint16(len(b))) })
+	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
+		in = in[:int(cut)%(len(in)+1)]
+		r := &Relay{ErrorEvent: errorEvent}
+		r.Reset()
+		if err := r.Start(bytes.NewReader(in)); err != nil {
+			return // failed before anything reached the caller
+		}
+		w := &writeRecorder{}
+		if _, err := r.WriteTo(w); err != nil {
+			t.Fatalf("WriteTo: %v", err)
+		}
+		var want []byte
+		for _, e := range scanAll(t, bytes.NewReader(in)) {
+			switch {
+			case e.HasData && e.Data == "[DONE]" && e.Cut:
+				want = append(want, "data: [DONE]\n\n"...)
+			case !e.Cut:
+				want = append(want, e.Raw...)
+			}
+			if e.HasData && e.Data == "[DONE]" {
+				break
+			}
+		}
+		if r.ReadErr == io.ErrUnexpectedEOF {
+			want = errorEvent(want, r.ReadErr)
+		}
+		if got := w.all(); !bytes.Equal(got, want) {
+			t.Fatalf("relayed %q\nwant    %q", got, want)
+		}
+		for _, e := range scanAll(t, bytes.NewReader(w.all())) {
+			if e.Cut {
+				t.Fatalf("the caller got part of an event: %q", e.Raw)
+			}
 		}
 	})
 }

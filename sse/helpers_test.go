@@ -150,14 +150,14 @@ func decodeObject(b []byte) (map[string]any, bool) {
 
 // event is a copy of an Event that outlives the scanner's buffer.
 type event struct {
-	Raw, Data, Name  string
-	HasData, HasName bool
+	Raw, Data, Name       string
+	HasData, HasName, Cut bool
 }
 
 func copyEvent(ev Event) event {
 	return event{
 		Raw: string(ev.Raw), Data: string(ev.Data), Name: string(ev.Name),
-		HasData: ev.Data != nil, HasName: ev.Name != nil,
+		HasData: ev.Data != nil, HasName: ev.Name != nil, Cut: ev.Cut,
 	}
 }
 

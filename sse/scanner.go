@@ -14,6 +14,10 @@ const MaxEventSize = 8 << 20
 // MaxEventSize before its terminating blank line arrives.
 var ErrEventTooLarge = errors.New("sse: event larger than 8 MiB")
 
+// crlfCR ends a whole event the scanner holds until the byte after the CR
+// comes (it could be an LF); an event that ends the stream so is whole.
+var crlfCR = []byte("\r\n\r")
+
 // initialBufSize fits a few typical chunks (300–600 bytes each) per read.
 const initialBufSize = 4096
 
@@ -100,7 +104,9 @@ func (s *Scanner) Next() (Event, error) {
 		if s.err != nil {
 			if s.err == io.EOF && s.start < s.end {
 				ev := s.take(s.end - s.start)
-				ev.Cut = true
+				// Whole but for the byte after its last CR, which could
+				// have been an LF, or cut inside.
+				ev.Cut = !bytes.HasSuffix(ev.Raw, crlfCR)
 				return ev, nil
 			}
 			return Event{}, s.err

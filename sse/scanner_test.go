@@ -21,6 +21,12 @@ func ev(raw, data, name string) event {
 	return e
 }
 
+// cut marks e as a final event the stream ended inside.
+func cut(e event) event {
+	e.Cut = true
+	return e
+}
+
 func TestScannerEvents(t *testing.T) {
 	f := func(in string, want ...event) {
 		t.Helper()
@@ -56,11 +62,11 @@ func TestScannerEvents(t *testing.T) {
 	// Leading blank lines belong to the next event.
 	f("\n\n\ndata: a\n\n", ev("\n\n\ndata: a\n\n", "a", "-"))
 	// A final event without its blank line, then blank lines alone.
-	f("data: a\n\ndata: b", ev("data: a\n\n", "a", "-"), ev("data: b", "b", "-"))
-	f("data: a\n", ev("data: a\n", "a", "-"))
-	f("data: a\r", ev("data: a\r", "a", "-"))
-	f("data: a\r\n\r", ev("data: a\r\n\r", "a", "-"))
-	f("data: a\n\n\n", ev("data: a\n\n", "a", "-"), ev("\n", "-", "-"))
+	f("data: a\n\ndata: b", ev("data: a\n\n", "a", "-"), cut(ev("data: b", "b", "-")))
+	f("data: a\n", cut(ev("data: a\n", "a", "-")))
+	f("data: a\r", cut(ev("data: a\r", "a", "-")))
+	f("data: a\r\n\r", ev("data: a\r\n\r", "a", "-")) // whole: its blank line ended with CR
+	f("data: a\n\n\n", ev("data: a\n\n", "a", "-"), cut(ev("\n", "-", "-")))
 }
 
 // eventsOf scans in with the given reader and checks that the events' Raw
