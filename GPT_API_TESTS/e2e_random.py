@@ -10,7 +10,10 @@ import copy
 import gzip
 import json
 import random
+import signal
 import socket
+import sqlite3
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +29,7 @@ TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F
 
 
 def groups():
-    return [random_group, faults_group, reload_group, raw_group, garbage_group]
+    return [random_group, faults_group, reload_group, raw_group, garbage_group, shutdown_group]
 
 
 def _text(r):
@@ -959,3 +962,129 @@ def garbage_group(R):
             eq(row["status"], status, "%s: record status" % where)
         ensure(gw.get("/health").status == 200 and gw.running(), "gptapi stopped serving")
         return statuses
+
+
+# ---------------------------------------------------------------- shutdown
+
+def shutdown_group(R):
+    mS = R.mock("SD")
+    gw = R.gateway("shutdown-rand", {
+        "server": {"shutdown_timeout": "2s"},
+        "logsink": {"queue_size": 2, "batch_size": 2, "flush_interval": "200ms"},
+        "openai_clients": [client("sd", mS, ["m-sd"])]})
+
+    @R.check("random.shutdown_under_traffic")
+    def _():
+        """Eight callers send plain and stream requests of random lengths
+        (some longer than shutdown_timeout) through a gateway whose record
+        queue holds 2, while another process holds the database, so records
+        spill; SIGTERM comes in the middle.
+        gptapi must stop within shutdown_timeout and a little, and every
+        request that got an answer has exactly one record saying what the
+        caller got: 200 for a whole answer, 502 for one cut by the
+        shutdown (a stream's error event), once the spill is replayed."""
+        gw.ensure()
+        r = random.Random(8)
+        plans, lock = {}, threading.Lock()
+
+        def act(rec):
+            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+            return plans.get(msgs[-1].get("content") if msgs else None)
+        mS.always(act)
+        stop = threading.Event()
+        outcomes = []
+
+        def caller(k):
+            cr = random.Random(k)
+            i = 0
+            while not stop.is_set():
+                tok = "sd-%d-%d" % (k, i)
+                i += 1
+                stream = cr.random() < 0.5
+                long = cr.random() < 0.1
+                with lock:
+                    if stream:
+                        plans[tok] = Sse(chat_chunks("m-sd", WORDS * (8 if long else 1)),
+                                         interval=0.1 if long else cr.choice([0, 0.01]))
+                    else:
+                        plans[tok] = Hold(chat_answer("m-sd", "".join(WORDS)), 5.0) if long else \
+                            Json(chat_answer("m-sd", "".join(WORDS)), delay=cr.choice([0, 0.02]))
+                body = json.dumps({"model": "m-sd", "stream": stream,
+                                   "messages": [{"role": "user", "content": tok}]}).encode()
+                try:
+                    c = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+                except OSError:
+                    return  # the listener is closed: gptapi is stopping
+                with c:
+                    try:
+                        c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                  b"X-Request-Id: %s\r\nContent-Length: %d\r\n\r\n%s" % (tok.encode(), len(body), body))
+                        data = b""
+                        while True:
+                            b = c.recv(65536)
+                            if not b:
+                                break
+                            data += b
+                    except OSError:
+                        pass
+                outcomes.append((tok, stream, data))
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        # Another process holds the database for a while, as a long
+        # query or a backup would: records queue up, then spill.
+        time.sleep(0.3)
+        lockdb = sqlite3.connect(gw.db_path, timeout=5, isolation_level=None)
+        lockdb.execute("BEGIN EXCLUSIVE")
+        time.sleep(1.2)
+        spilled = sum(metric_values(gw.get("/metrics").body.decode(), "gptapi_logsink_spilled_total").values())
+        t0 = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        lockdb.execute("ROLLBACK")
+        lockdb.close()
+        try:
+            gw.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            gw.kill()
+            raise CheckFail("gptapi did not exit within 15 s of SIGTERM: %s" % gw.log_tail(6))
+        took = time.monotonic() - t0
+        stop.set()
+        for t in threads:
+            t.join(15)
+        eq(gw.proc.returncode, 0, "exit code")
+        ensure(took < 2 + 3, "exit took %.1f s after SIGTERM with shutdown_timeout 2s" % took)
+        answered = {}
+        for tok, stream, data in outcomes:
+            resps, _ = _responses(data)
+            if not resps:
+                continue  # refused or closed before an answer began
+            status, hdr, body = resps[0]
+            if status == 200 and stream:
+                evs = _events(body)
+                status = 200 if evs and evs[-1] == "[DONE]" else 502
+            answered[tok] = status
+        # A restart replays what spilled.
+        gw.proc, gw.err = None, None
+        gw.start()
+
+        def all_there():
+            rows = gw.rows("request_id LIKE 'sd-%'")
+            return rows if len({x["request_id"] for x in rows} & set(answered)) == len(answered) else None
+        try:
+            rows = wait_until(all_there, 10, 0.1, "records")
+        except CheckFail:
+            rows = gw.rows("request_id LIKE 'sd-%'")
+            lost = sorted(set(answered) - {x["request_id"] for x in rows})
+            raise CheckFail("%d of %d answered requests have no record, e.g. %s; log: %s" % (
+                len(lost), len(answered), lost[:5], gw.log_tail(4)))
+        by_id = {}
+        for x in rows:
+            ensure(x["request_id"] not in by_id, "two records of %s" % x["request_id"])
+            by_id[x["request_id"]] = x
+        seen = {}
+        for tok, status in answered.items():
+            eq(by_id[tok]["status"], status, "%s: record status" % tok)
+            seen[status] = seen.get(status, 0) + 1
+        ensure(seen.get(200, 0) > 50 and seen.get(502, 0) >= 3, "too few of a kind: %s" % seen)
+        return {"statuses": seen, "spilled before SIGTERM": spilled}
