@@ -524,6 +524,17 @@ def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
         raise CheckFail("after the run: in flight %s, streams %s, goroutines %d (%d before)" % (
             metric_values(m, "gptapi_upstream_inflight"), metric_values(m, "gptapi_active_streams"),
             _goroutines(pprof), idle))
+    # The metrics count what the records say, by upstream and status.
+    counted = {}
+    for labels, v in metric_values(gw.get("/metrics").body.decode(), "gptapi_requests_total").items():
+        lab = dict(x.split("=", 1) for x in labels.strip("{}").split(","))
+        k = (lab["upstream"].strip('"'), int(lab["status"].strip('"')))
+        counted[k] = counted.get(k, 0) + int(v)
+    recorded = {}
+    for row in gw.rows("request_id LIKE 'fault-%'"):
+        k = (row["upstream"], row["status"])
+        recorded[k] = recorded.get(k, 0) + 1
+    eq(counted, recorded, "gptapi_requests_total by upstream and status against the records")
     # Every misbehaviour was met often enough to count (attempts of each kind).
     ensure(len(seen) == (10 if leaving else 9) and min(seen.values()) >= 10, "too few of a kind: %s" % seen)
     return {"attempts": seen, "goroutines": "%d before, %d after" % (idle, after)}
