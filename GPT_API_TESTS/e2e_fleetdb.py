@@ -184,3 +184,44 @@ def _checks(R, pg):
         text = open(a.log_path).read()
         ensure("fleet-pw" not in text, "the dsn password is in the log")
         log("fleetdb: %d records served while the database was away, all written once" % n)
+
+    @ck("fleetdb.any_bytes_recorded")
+    def _():
+        """Requests and answers carrying what PostgreSQL's text refuses as it
+        is (NUL bytes, bytes that are not UTF-8, \u0000 escapes), from the
+        random upstream answers of the random stage: every request still
+        has its row, and a valid answer's text reads back as sent."""
+        from e2e_mock import Raw
+        from e2e_random import _raw_answer
+        import json
+        import random
+        r = random.Random(12)
+        junk = R.mock("JUNK")
+        plans = {}
+
+        def act(rec):
+            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+            return plans.get(msgs[-1].get("content") if msgs else None)
+        junk.always(act)
+        c = R.gateway("fleet-node-c", {"logsink": {"driver": "postgres", "dsn": dsn, "node": "node-c"},
+                                       "check_config": {"first_byte_timeout": "1s", "request_timeout": "2s"},
+                                       "openai_clients": [client("junk", junk, ["m-junk"])]})
+        c.ensure()
+        for i in range(150):
+            tok = "junk-%d" % i
+            stream = r.random() < 0.5
+            raw = _raw_answer(r, stream)
+            k = r.randrange(3)
+            if k == 0:
+                raw = raw.replace(b"Hel", b"H\x00l").replace(b"there", b"th\xffre")
+            elif k == 1:
+                raw = raw.replace(b"Hel", b"H\\u0000l")
+            plans[tok] = Raw(raw)
+            msgs = [{"role": "user", "content": tok}, {"role": "user", "content": "a\u0000b\udcff"}]
+            body = json.dumps({"model": "m-junk", "stream": stream, "messages": msgs}).encode("utf-8", "surrogatepass")
+            resp = c.post("/v1/chat/completions", body, {"X-Request-Id": tok})
+            ensure(resp.status in (200, 204, 302, 404, 500, 502, 504), "%s: %d" % (tok, resp.status))
+        c.stop()
+        n = pg.psql("fleet", "SELECT count(DISTINCT request_id) FROM requests WHERE node = 'node-c' AND request_id LIKE 'junk-%'")
+        eq(int(n), 150, "rows of the 150 requests")
+        return "150 rows"
