@@ -9,8 +9,10 @@ database is stopped while a node serves, and started again: the records
 spilled meanwhile arrive, none twice. Queries use the psql command."""
 
 import glob
+import json
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -18,6 +20,8 @@ import tempfile
 
 from e2e_common import parallel
 from e2e_infra import client, ensure, eq, log, wait_until
+from e2e_mock import Raw
+from e2e_random import _raw_answer
 
 MODEL = "m-fleet"
 
@@ -191,10 +195,6 @@ def _checks(R, pg):
         is (NUL bytes, bytes that are not UTF-8, \u0000 escapes), from the
         random upstream answers of the random stage: every request still
         has its row."""
-        from e2e_mock import Raw
-        from e2e_random import _raw_answer
-        import json
-        import random
         r = random.Random(12)
         junk = R.mock("JUNK")
         plans = {}
