@@ -193,5 +193,10 @@ func fetchUpstreamModels(up *upstream, key []byte, timeout time.Duration) []byte
 	if err := up.plain.DoTimeout(req, resp, timeout); err != nil || resp.StatusCode() != fasthttp.StatusOK {
 		return nil
 	}
+	// Compressed although identity was asked for: decoded as answers are,
+	// within max_response_bytes (the pool's bound on what it read).
+	if decodeAnswer(resp, up.plain.MaxResponseBodySize) != nil {
+		return nil
+	}
 	return append([]byte(nil), resp.Body()...)
 }
