@@ -152,7 +152,8 @@ def _stream(r, model):
 
 
 def _body(r, evs):
-    eol = "\r\n" if r.random() < 0.3 else "\n"
+    x = r.random()
+    eol = "\r\n" if x < 0.3 else "\r" if x < 0.4 else "\n"
     out = []
     for kind, v in evs:
         if kind == "comment":
@@ -200,7 +201,7 @@ def _expected(evs, asked_usage):
 def _events(raw, errors="surrogatepass"):
     """The data payloads of an SSE body, in order."""
     out, cur = [], []
-    for line in raw.decode("utf-8", errors).replace("\r\n", "\n").split("\n"):
+    for line in raw.decode("utf-8", errors).replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if line == "":
             if cur:
                 out.append("\n".join(cur))
