@@ -465,3 +465,49 @@ func TestValidateInCode(t *testing.T) {
 		t.Errorf("Validate = %v", err)
 	}
 }
+
+// FuzzLoad loads any bytes as a config file: never a panic; either a config
+// that passes validation, or errors that each name a key path (or the
+// file) and say what is wrong.
+func FuzzLoad(f *testing.F) {
+	for _, p := range []string{"config.yaml", "examples/mixed-fallbacks.yaml", "examples/openai.yaml", "examples/vllm-fleet.yaml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("openai_clients: [{name: a, base_url: 'http://x/v1', model_match: {type: exact, value: m}}]"))
+	f.Add([]byte("server: {listen: ':1'}\nopenai_clients: ~\nrouting: {strategy: prefix}"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "config.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var cfg *Config
+		var err error
+		done := make(chan struct{})
+		go func() { cfg, err = Load(path); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Load took over 5 s on %q", data)
+		}
+		if err == nil {
+			if es := cfg.validate(); len(es) > 0 {
+				t.Fatalf("loaded a config that does not validate: %v", es)
+			}
+			return
+		}
+		var es Errors
+		if !errors.As(err, &es) || len(es) == 0 {
+			t.Fatalf("error %v (%T) is not a list of problems", err, err)
+		}
+		for _, fe := range es {
+			if fe.Path == "" || fe.Msg == "" {
+				t.Fatalf("problem without a key path or a message: %+v", fe)
+			}
+		}
+	})
+}
