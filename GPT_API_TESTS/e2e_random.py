@@ -421,15 +421,16 @@ def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                           % (tok.encode(), len(body), body))
                 time.sleep(0.4)
-            return None, {}, None, None
+            return None, {}, None, time.monotonic()
         if stream:
             s = gw.stream_chat("m-f", msgs, hdr, timeout=20)
             try:
                 if s.status == 200 and "event-stream" in s.header("content-type"):
                     if leave:
                         s.next_event()
-                    else:
-                        s.read_all()
+                        s.close()
+                        return s.status, s.headers, s, time.monotonic()
+                    s.read_all()
                     return s.status, s.headers, s, None
                 return s.status, s.headers, None, s.body()
             finally:
@@ -456,6 +457,11 @@ def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
         eq(row["stream"], int(stream), "%s: record's stream flag" % where)
         if leave:
             seen["left"] = seen.get("left", 0) + 1
+            if isinstance(body, float):
+                # The watcher looks every 250 ms: no upstream is tried once
+                # the caller has gone.
+                late = [(n, round(t - body, 2)) for t, n, _ in calls if t > body + 0.6]
+                ensure(not late, "%s: upstreams tried after the caller left (s after): %s" % (where, late))
             if last == "ok":
                 # The answer lasts 1.4 s (stream) or 2 s (plain): the caller
                 # left first, and the upstream must see its work cancelled.
