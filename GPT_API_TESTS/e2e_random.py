@@ -29,7 +29,8 @@ TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F
 
 
 def groups():
-    return [random_group, faults_group, reload_group, raw_group, garbage_group, shutdown_group]
+    return [random_group, faults_group, reload_group, raw_group, garbage_group, shutdown_group,
+            prefix_group]
 
 
 def _text(r):
@@ -1106,3 +1107,105 @@ def shutdown_group(R):
             seen[status] = seen.get(status, 0) + 1
         ensure(seen.get(200, 0) > 50 and seen.get(502, 0) >= 3, "too few of a kind: %s" % seen)
         return {"statuses": seen, "spilled before SIGTERM": spilled}
+
+
+# ---------------------------------------------------------------- prefix routing
+
+def prefix_group(R):
+    mocks = [R.mock("PX%d" % i) for i in range(3)]
+    names = ["px%d" % i for i in range(3)]
+    gw = R.gateway("prefix-faults", {
+        "routing": {"strategy": "prefix", "poll_interval": "100ms"},
+        "openai_clients": [client(n, m, ["m-px"], metrics_url=m.base_url[:-len("/v1")] + "/metrics")
+                           for n, m in zip(names, mocks)]})
+
+    @R.check("random.prefix_routing_faults")
+    def _():
+        """30 conversations of 5 turns, 6 at a time, sharing a long system
+        prompt, through the prefix strategy while each attempt fails at
+        random (5xx, 429, a cut answer; a stream's break before its first
+        event). Only answered attempts teach (SPEC §4.7): each follow-up's
+        record says prefix_hit with the upstream that answered its latest
+        answered turn tried first, or prefix_balanced; a turn with no
+        answered turn before it, whatever it shares of the system prompt,
+        is prefix_new; and new conversations use every upstream."""
+        gw.ensure()
+        system = "You are the assistant of a big online shop. Answer briefly and politely. " * 60
+        plans = {}
+        r = random.Random(404)
+        convs = []
+        for c in range(30):
+            ts = []
+            for t in range(5):
+                tok = "px-%d-%d" % (c, t)
+                stream = r.random() < 0.3
+                plans[tok] = {}
+                for n in names:
+                    k = r.choices(["ok", "5xx", "429", "break"], [70, 15, 7, 8])[0]
+                    plans[tok][n] = _fault(r, k, stream, "m-px", False, 1.0)
+                ts.append((tok, stream))
+            convs.append(ts)
+
+        def pick(i):
+            def act(rec):
+                msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+                plan = plans.get(msgs[-1]["content"].split(":")[0] if msgs else None)
+                return plan[names[i]] if plan else None
+            return act
+        for i, m in enumerate(mocks):
+            m.always(pick(i))
+
+        def talk(ts):
+            msgs = [{"role": "system", "content": system}]
+            holder, out = None, []
+            for tok, stream in ts:
+                msgs.append({"role": "user", "content": tok + ": " + "tell me more about the order. " * 50})
+                if stream:
+                    s = gw.stream_chat("m-px", msgs, {"X-Request-Id": tok}, timeout=20)
+                    try:
+                        ok = s.status == 200 and "event-stream" in s.header("content-type")
+                        if ok:
+                            s.read_all()
+                        text = s.content() if ok else ""
+                        up = s.header("x-gptapi-upstream") if ok else None
+                    finally:
+                        s.close()
+                else:
+                    resp = gw.chat("m-px", msgs, {"X-Request-Id": tok}, timeout=20)
+                    ok = resp.status == 200
+                    text = resp.json["choices"][0]["message"]["content"] if ok else ""
+                    up = resp.header("x-gptapi-upstream") if ok else None
+                out.append((tok, holder, up))
+                if ok:
+                    holder = up
+                    msgs.append({"role": "assistant", "content": text})
+                else:
+                    msgs.pop()  # the caller asks something else next
+            return out
+        with ThreadPoolExecutor(6) as ex:
+            results = list(ex.map(talk, convs))
+        routes, firsts = {}, {}
+        taught_by_failover = 0  # follow-ups of a turn its first upstream failed
+        for conv in results:
+            after_failover = False
+            for tok, holder, up in conv:
+                row = gw.row(tok)
+                route = row["route"]
+                routes[route] = routes.get(route, 0) + 1
+                tried = [t.split("/")[0] for t in json.loads(row["tried"] or "[]")]
+                where = "%s (holder %s, tried %s, served %s)" % (tok, holder, tried, up)
+                taught_by_failover += after_failover
+                if up is not None:
+                    after_failover = len(tried) > 1
+                if holder is None:
+                    eq(route, "prefix_new", "%s: route of a prompt nothing answered yet holds" % where)
+                    firsts[tried[0]] = firsts.get(tried[0], 0) + 1
+                    continue
+                ensure(route in ("prefix_hit", "prefix_balanced"), "%s: route %s" % (where, route))
+                if route == "prefix_hit":
+                    eq(tried[0], holder, "%s: first tried on a prefix hit" % where)
+        ensure(routes.get("prefix_hit", 0) >= 60 and taught_by_failover >= 5,
+               "too few hits (%s) or answers after a failover (%d)" % (routes, taught_by_failover))
+        eq(sorted(firsts), names, "upstreams new conversations went to first (%s)" % firsts)
+        return {"routes": routes, "new conversations first to": firsts,
+                "follow-ups of an answer after a failover": taught_by_failover}
