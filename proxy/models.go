@@ -190,12 +190,12 @@ func fetchUpstreamModels(up *upstream, key []byte, timeout time.Duration) []byte
 	for k, v := range up.cfg.Headers {
 		req.Header.Set(k, v)
 	}
-	if err := up.plain.DoTimeout(req, resp, timeout); err != nil || resp.StatusCode() != fasthttp.StatusOK {
+	if err := up.hc.DoTimeout(req, resp, timeout); err != nil || resp.StatusCode() != fasthttp.StatusOK {
 		return nil
 	}
 	// Compressed although identity was asked for: decoded as answers are,
 	// within max_response_bytes (the pool's bound on what it read).
-	if decodeAnswer(resp, up.plain.MaxResponseBodySize) != nil {
+	if decodeAnswer(resp, up.hc.MaxResponseBodySize) != nil {
 		return nil
 	}
 	return append([]byte(nil), resp.Body()...)

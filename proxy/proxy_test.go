@@ -728,3 +728,55 @@ func TestModelsCompressed(t *testing.T) {
 		t.Errorf("models %q, want m-gz,m-plain", got)
 	}
 }
+
+// max_conns bounds the connections to an upstream, plain answers and
+// streams together: with 2, two slow plain requests and two slow streams
+// at once never open a third connection; what waits past max_conn_wait
+// fails over (here: to nothing, 502).
+func TestMaxConnsCountsPlainAndStreams(t *testing.T) {
+	var open, peak atomic.Int32
+	up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		n := open.Add(1)
+		defer open.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		var req fasthttp.Request
+		if req.Read(br) != nil {
+			return
+		}
+		time.Sleep(400 * time.Millisecond)
+		if bytes.Contains(req.Body(), []byte(`"stream":true`)) {
+			ev := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"t\"}}]}\n\ndata: [DONE]\n\n"
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "+strconv.Itoa(len(ev))+"\r\n\r\n"+ev)
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n{\"choices\":[]}")
+	})
+	cfg := testConfig(up)
+	cfg.Clients[0].MaxConns = 2
+	cfg.Check.MaxConnWait = 100 * time.Millisecond
+	_, addr := startProxy(t, cfg, nil)
+	streamBody := `{"model":"qwen-7b","stream":true,"messages":[{"role":"user","content":"x"}]}`
+	statuses := make(chan int, 4)
+	var wg sync.WaitGroup
+	for _, body := range []string{chatBody, chatBody, streamBody, streamBody} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, _, _ := post(t, addr, "/v1/chat/completions", body)
+			statuses <- status
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	got := map[int]int{}
+	for s := range statuses {
+		got[s]++
+	}
+	if p := peak.Load(); p > 2 {
+		t.Errorf("the upstream had %d connections at once, max_conns 2", p)
+	}
+	if got[200] != 2 || got[502] != 2 {
+		t.Errorf("statuses %v, want two 200 and two 502 (no free connection)", got)
+	}
+}

@@ -79,7 +79,7 @@ func (st *state) retire(next *state) {
 	for _, up := range st.upstreams {
 		used := false
 		for _, n := range next.upstreams {
-			if n.plain == up.plain {
+			if n.hc == up.hc {
 				used = true
 				break
 			}

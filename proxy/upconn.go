@@ -75,10 +75,14 @@ func (p *hostPool[C]) acquire() (poolConn, error) {
 func (p *hostPool[C]) release(c poolConn) { p.releaseFn(c.h.(C)) }
 func (p *hostPool[C]) close(c poolConn)   { p.closeFn(c.h.(C)) }
 
-// upPool is one of an upstream's pools: the HostClient and its connections.
+// upPool is an upstream's pool as one kind of exchange uses it: the
+// HostClient, its connections, and how long a connection may stay silent
+// once the answer flows (idle: stream_idle_timeout for streams; none for
+// plain answers, which request_timeout bounds whole).
 type upPool struct {
 	hc    *fasthttp.HostClient
 	conns connPool
+	idle  time.Duration
 }
 
 // heldConn is an upstream connection held for one exchange, from sending
@@ -122,6 +126,9 @@ func (h *heldConn) send(p *upPool, req *fasthttp.Request, deadline time.Time) er
 		return err
 	}
 	h.p, h.pc, h.dc = p, pc, deadlineOf(pc.nc)
+	if h.dc != nil {
+		h.dc.idle = p.idle
+	}
 	// One deadline for the write and the answer's first byte (deadlineConn
 	// starts first_byte_timeout here): an upstream that does not take the
 	// request is as bad as one that does not answer it, and the netpoller

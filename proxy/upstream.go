@@ -36,13 +36,12 @@ type upstream struct {
 	// caller's key is sent instead.
 	auth string
 
-	// plain serves non-streaming exchanges, stream serves SSE: their
-	// connections time reads differently (see deadlineConn), so they do not
-	// share a pool.
-	plain  *fasthttp.HostClient
-	stream *fasthttp.HostClient
-	// plainPool and streamPool are the same pools as gptapi's exchanges
-	// hold their connections (upconn.go).
+	// hc dials the upstream and pools its connections: one pool for plain
+	// answers and streams, so max_conns bounds them together, as the
+	// upstream counts them.
+	hc *fasthttp.HostClient
+	// plainPool and streamPool are hc's pool as exchanges hold its
+	// connections (upconn.go), each with the read bound of its kind.
 	plainPool, streamPool *upPool
 
 	hists *upstreamStats // latency, TTFT, failure log throttle; kept by name across reloads
@@ -76,18 +75,18 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	if c.KeyMode != configs.KeyModePassthrough && c.APIKey != "" {
 		up.auth = "Bearer " + c.APIKey
 	}
-	up.plain = up.hostClient(c, chk, 0)
+	up.hc = up.hostClient(c, chk)
 	// fasthttp refuses a body over the limit before reading it, whether its
 	// Content-Length says so or its chunks add up to it: an upstream cannot
 	// make gptapi allocate what it declares.
-	up.plain.MaxResponseBodySize = chk.MaxResponseBytes
-	up.stream = up.hostClient(c, chk, chk.StreamIdleTimeout)
-	up.plainPool = &upPool{hc: up.plain, conns: newConnPool(up.plain)}
-	up.streamPool = &upPool{hc: up.stream, conns: newConnPool(up.stream)}
+	up.hc.MaxResponseBodySize = chk.MaxResponseBytes
+	conns := newConnPool(up.hc)
+	up.plainPool = &upPool{hc: up.hc, conns: conns}
+	up.streamPool = &upPool{hc: up.hc, conns: conns, idle: chk.StreamIdleTimeout}
 	return up, nil
 }
 
-func (up *upstream) hostClient(c *configs.Client, chk *configs.Check, idle time.Duration) *fasthttp.HostClient {
+func (up *upstream) hostClient(c *configs.Client, chk *configs.Check) *fasthttp.HostClient {
 	connect, firstByte := chk.ConnectTimeout, chk.FirstByteTimeout
 	maxConns := c.MaxConns
 	if maxConns <= 0 {
@@ -121,7 +120,7 @@ func (up *upstream) hostClient(c *configs.Client, chk *configs.Check, idle time.
 			if err != nil {
 				return nil, err
 			}
-			return newDeadlineConn(conn, firstByte, idle), nil
+			return newDeadlineConn(conn, firstByte), nil
 		},
 	}
 }
@@ -145,8 +144,7 @@ func hostname(hostport string) string {
 // closeIdle drops the pools' idle connections of an upstream a reload
 // removed; exchanges still running finish on their own connections.
 func (up *upstream) closeIdle() {
-	up.plain.CloseIdleConnections()
-	up.stream.CloseIdleConnections()
+	up.hc.CloseIdleConnections()
 }
 
 // deadlineConn turns an absolute read deadline into the SPEC's timeouts
@@ -156,9 +154,10 @@ func (up *upstream) closeIdle() {
 // bytes that trickle in. It bounds a plain answer's headers and a stream's
 // first data event, until the exchange says that arrived (answerStarted):
 // only the exchange can tell, since over TLS this connection carries
-// ciphertext. After that, each Read bounds the silence by idle (0 = no
-// bound but the request's). The netpoller enforces it: no timer per
-// stream, no allocation per read.
+// ciphertext. After that, each Read bounds the silence by idle, which the
+// exchange holding the connection sets (upPool.idle; 0 = no bound but the
+// request's). The netpoller enforces it: no timer per stream, no
+// allocation per read.
 type deadlineConn struct {
 	net.Conn
 	firstByte, idle time.Duration
@@ -167,8 +166,8 @@ type deadlineConn struct {
 	sock            connIO
 }
 
-func newDeadlineConn(conn net.Conn, firstByte, idle time.Duration) *deadlineConn {
-	c := &deadlineConn{Conn: conn, firstByte: firstByte, idle: idle}
+func newDeadlineConn(conn net.Conn, firstByte time.Duration) *deadlineConn {
+	c := &deadlineConn{Conn: conn, firstByte: firstByte}
 	c.sock.init(conn)
 	return c
 }

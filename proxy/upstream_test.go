@@ -84,8 +84,7 @@ func TestHTTPSHeadersEndFirstByte(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(ts.Certificate())
 	for _, up := range srv.state.Load().upstreams {
-		up.plain.TLSConfig.RootCAs = roots
-		up.stream.TLSConfig.RootCAs = roots
+		up.hc.TLSConfig.RootCAs = roots
 	}
 	if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 {
 		t.Fatalf("plain answer, body %v after its headers: status %d %s", late, status, body)
