@@ -30,7 +30,7 @@ TEXTS = ["", "", "a", " b", "\u00e9", "\u2028", "\x00", "\x1b[31m\"", "\U0001F3F
 
 def groups():
     return [random_group, faults_group, reload_group, raw_group, garbage_group, shutdown_group,
-            prefix_group]
+            prefix_group, pool_group]
 
 
 def _text(r):
@@ -1209,3 +1209,95 @@ def prefix_group(R):
         eq(sorted(firsts), names, "upstreams new conversations went to first (%s)" % firsts)
         return {"routes": routes, "new conversations first to": firsts,
                 "follow-ups of an answer after a failover": taught_by_failover}
+
+
+# ---------------------------------------------------------------- pools
+
+def pool_group(R):
+    mocks = [R.mock("PL%d" % i) for i in range(2)]
+    names = ["pl%d" % i for i in range(2)]
+    gw = R.gateway("pool-pressure", {
+        "check_config": {"max_conn_wait": "300ms", "first_byte_timeout": "2s"},
+        "openai_clients": [client(n, m, ["m-pl"], max_conns=2) for n, m in zip(names, mocks)]})
+
+    @R.check("random.pool_pressure")
+    def _():
+        """16 callers at once against two upstreams of max_conns 2, answers
+        taking up to 0.3 s, some failing (5xx, cut answers): no upstream
+        ever has more than 2 requests of gptapi at once; a wait for a
+        connection past max_conn_wait moves on to the next candidate; every
+        caller gets an answer or an OpenAI-shaped 502 and a record saying
+        it; nothing is left in flight."""
+        gw.ensure()
+        r = random.Random(3)
+        plans = {}
+        reqs = []
+        for i in range(200):
+            tok = "pl-%d" % i
+            stream = r.random() < 0.4
+            plans[tok] = {}
+            for n in names:
+                k = r.choices(["ok", "5xx", "break"], [80, 12, 8])[0]
+                if k == "ok" and stream:
+                    a = Sse(chat_chunks("m-pl", WORDS), interval=r.choice([0, 0.02, 0.06]))
+                elif k == "ok":
+                    a = Json(chat_answer("m-pl", "".join(WORDS)), delay=r.choice([0, 0.1, 0.3]))
+                else:
+                    a = _fault(r, k, stream, "m-pl", False, 1.0)
+                plans[tok][n] = a
+            reqs.append((tok, stream))
+
+        def pick(i):
+            def act(rec):
+                msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+                plan = plans.get(msgs[-1]["content"] if msgs else None)
+                return plan[names[i]] if plan else None
+            return act
+        for i, m in enumerate(mocks):
+            m.always(pick(i))
+
+        def send(q):
+            tok, stream = q
+            msgs = [{"role": "user", "content": tok}]
+            if stream:
+                s = gw.stream_chat("m-pl", msgs, {"X-Request-Id": tok}, timeout=20)
+                try:
+                    if s.status == 200 and "event-stream" in s.header("content-type"):
+                        s.read_all()
+                        return s.status, (_events(s.raw) or [""])[-1], None
+                    return s.status, None, s.body()
+                finally:
+                    s.close()
+            resp = gw.chat("m-pl", msgs, {"X-Request-Id": tok}, timeout=20)
+            return resp.status, None, resp.body
+        with ThreadPoolExecutor(16) as ex:
+            got = list(ex.map(send, reqs))
+        statuses = {}
+        for (tok, stream), (status, last, body) in zip(reqs, got):
+            row = gw.row(tok)
+            if status == 200 and stream and last != "[DONE]":
+                status = 502  # broken after its start: the record says 502
+            statuses[status] = statuses.get(status, 0) + 1
+            eq(row["status"], status, "%s: record status" % tok)
+            if status != 200:
+                eq(status, 502, "%s: status" % tok)
+                if body is not None:
+                    err = json.loads(body)["error"]
+                    eq(row["error"], err["message"], "%s: record's error" % tok)
+        # Each upstream's requests overlap at most max_conns at a time
+        # (20 ms of slack for the mock's own bookkeeping after its write).
+        for m in mocks:
+            edges = []
+            for c in m.calls():
+                if c.finished_at is not None and c.finished_at - c.t > 0.02:
+                    edges += [(c.t, 1), (c.finished_at - 0.02, -1)]
+            depth = peak = 0
+            for _, d in sorted(edges):
+                depth += d
+                peak = max(peak, depth)
+            ensure(peak <= 2, "upstream %s had %d requests at once (max_conns 2)" % (m.name, peak))
+        m = gw.get("/metrics").body.decode()
+        ensure(not any(metric_values(m, "gptapi_upstream_inflight").values()), "requests left in flight")
+        waits = sum(1 for x in gw.rows("request_id LIKE 'pl-%'") if "max_conns" in (x["error"] or ""))
+        ensure(statuses.get(200, 0) > 100, "too few answered: %s" % statuses)
+        return {"statuses": statuses, "refused for want of a connection": waits}
