@@ -240,8 +240,8 @@ func (x *exchange) rewriteAnswer(dst []byte, up *upstream, status int, body []by
 	return out, ok
 }
 
-// roundTrip sends req on a connection of up's plain pool it holds, where
-// the watcher can close it, and reads the whole answer into resp, within
+// roundTrip sends req on a connection of up's pool it holds, where the
+// watcher can close it, and reads the whole answer into resp, within
 // max_response_bytes (readAnswer). A pooled connection the upstream closed
 // while idle fails before any byte of an answer: that request never ran,
 // so it is sent once more on a fresh connection (neverRan).
