@@ -699,6 +699,24 @@ def _raw_request(r, i):
     return line + hs + b"\r\n" + body + tail, expect
 
 
+def _read_to_end(c, quiet):
+    """What c receives until the peer closes it (ended) or quiet seconds
+    pass without a byte. A reset counts as closed: gptapi closed with bytes
+    of ours unread."""
+    data = b""
+    c.settimeout(quiet)
+    try:
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return data, True
+            data += b
+    except socket.timeout:
+        return data, False
+    except OSError:
+        return data, True
+
+
 def _responses(data):
     """The HTTP responses in data: [(status, headers, body)], and the bytes
     left over that do not make a whole response."""
@@ -768,7 +786,6 @@ def raw_group(R):
             """Half-closes after sending (most requests), so that the
             connection must end; else reads until 2 s pass without a byte."""
             i, raw, shut = q
-            data, ended = b"", False
             with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
                 try:
                     c.sendall(raw)
@@ -776,18 +793,7 @@ def raw_group(R):
                         c.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
-                c.settimeout(4 if shut else 2)
-                try:
-                    while True:
-                        b = c.recv(65536)
-                        if not b:
-                            ended = True
-                            break
-                        data += b
-                except socket.timeout:
-                    pass
-                except OSError:  # a reset: gptapi closed with our bytes unread
-                    ended = True
+                data, ended = _read_to_end(c, 4 if shut else 2)
             return i, raw, shut, data, ended
         with ThreadPoolExecutor(8) as ex:
             got = list(ex.map(send, [(i, raw, r.random() < 0.8) for i, (raw, _) in reqs]))
@@ -930,20 +936,10 @@ def garbage_group(R):
             i, tok, stream = q
             body = json.dumps({"model": "m-g", "stream": stream,
                                "messages": [{"role": "user", "content": tok}]}).encode()
-            data, ended = b"", False
             with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
                 c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                           b"X-Request-Id: %s\r\nContent-Length: %d\r\n\r\n%s" % (tok.encode(), len(body), body))
-                c.settimeout(6)
-                try:
-                    while True:
-                        b = c.recv(65536)
-                        if not b:
-                            ended = True
-                            break
-                        data += b
-                except (socket.timeout, OSError):
-                    pass
+                data, ended = _read_to_end(c, 6)
             return i, tok, stream, data, ended
         with ThreadPoolExecutor(6) as ex:
             got = list(ex.map(send, reqs))

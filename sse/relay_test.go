@@ -179,77 +179,55 @@ func TestRelayNeverWaits(t *testing.T) {
 	}
 }
 
+// The upstream breaks after k bytes, with a read error or as a plain EOF
+// (fasthttp reports a connection dropped inside a chunked body so): the
+// caller gets the complete events before the break and the error event,
+// and no [DONE]. An event the break cut is dropped, as SSE drops it, so the
+// error event is one of its own and the caller never gets half a JSON
+// object; cut inside the first event, the attempt fails before anything
+// reached the caller.
 func TestRelayBreak(t *testing.T) {
-	// The upstream breaks after k bytes: the caller gets the complete events
-	// before the break and the error event, and no [DONE].
 	boom := errors.New("connection reset")
-	for _, name := range []string{"vllm-chat.sse", "openrouter-comments-error.sse"} {
-		in := readTestdata(t, name)
-		firstData := bytes.Index(in, []byte("data: "))
-		for k := 0; k < len(in); k += 97 {
-			r := &Relay{ErrorEvent: errorEvent}
-			r.Reset()
-			err := r.Start(&failReader{b: in[:k], n: 50, err: boom})
+	for _, end := range []struct {
+		name string
+		src  func([]byte) io.Reader
+		err  error
+	}{
+		{"read error", func(b []byte) io.Reader { return &failReader{b: b, n: 50, err: boom} }, boom},
+		{"EOF", func(b []byte) io.Reader { return bytes.NewReader(b) }, io.ErrUnexpectedEOF},
+	} {
+		for _, name := range []string{"vllm-chat.sse", "openrouter-comments-error.sse"} {
+			in := readTestdata(t, name)
+			firstData := bytes.Index(in, []byte("data: "))
 			firstEnd := firstData + bytes.Index(in[firstData:], []byte("\n\n")) + 2
-			if k < firstEnd {
-				if err != boom {
-					t.Fatalf("%s k=%d: Start error %v, want the read error", name, k, err)
+			for k := 0; k < len(in); k += 31 {
+				if end.err == io.ErrUnexpectedEOF && k > len(in)-len("data: [DONE]\n\n") {
+					continue // a [DONE] that lacks its blank line ends the stream whole (below)
 				}
-				continue
-			}
-			if err != nil {
-				t.Fatalf("%s k=%d: Start: %s", name, k, err)
-			}
-			w := &writeRecorder{}
-			if _, err := r.WriteTo(w); err != nil {
-				t.Fatalf("%s k=%d: WriteTo returned %v", name, k, err)
-			}
-			complete := in[:bytes.LastIndex(in[:k], []byte("\n\n"))+2]
-			want := errorEvent(bytes.Clone(complete), boom)
-			if got := w.all(); !bytes.Equal(got, want) {
-				t.Fatalf("%s k=%d:\ngot:  %q\nwant: %q", name, k, got, want)
-			}
-			if r.ReadErr != boom || r.Done || r.End.IsZero() {
-				t.Fatalf("%s k=%d: ReadErr %v Done %v End %v", name, k, r.ReadErr, r.Done, r.End)
-			}
-		}
-	}
-}
-
-// The upstream's body ends inside an event (fasthttp reports a connection
-// dropped inside a chunked body as a plain EOF): SSE drops an unfinished
-// event, and so does the relay, so that the error event is an event of
-// its own and the caller never gets half a JSON object. Cut inside the
-// first event, the attempt fails before anything reached the caller.
-func TestRelayCutInsideEvent(t *testing.T) {
-	for _, name := range []string{"vllm-chat.sse", "openrouter-comments-error.sse"} {
-		in := readTestdata(t, name)
-		firstData := bytes.Index(in, []byte("data: "))
-		firstEnd := firstData + bytes.Index(in[firstData:], []byte("\n\n")) + 2
-		for k := 0; k < len(in); k += 31 {
-			if endsWithBlankLine(in[:k]) || k >= len(in)-len("data: [DONE]\n\n") {
-				continue // whole events only, or a cut [DONE] (below)
-			}
-			r := &Relay{ErrorEvent: errorEvent}
-			r.Reset()
-			err := r.Start(bytes.NewReader(in[:k]))
-			if k < firstEnd {
-				if err != io.ErrUnexpectedEOF {
-					t.Fatalf("%s k=%d: Start error %v, want io.ErrUnexpectedEOF", name, k, err)
+				r := &Relay{ErrorEvent: errorEvent}
+				r.Reset()
+				err := r.Start(end.src(in[:k]))
+				if k < firstEnd {
+					if err != end.err {
+						t.Fatalf("%s, %s k=%d: Start error %v, want %v", end.name, name, k, err, end.err)
+					}
+					continue
 				}
-				continue
-			}
-			if err != nil {
-				t.Fatalf("%s k=%d: Start: %s", name, k, err)
-			}
-			w := &writeRecorder{}
-			if _, err := r.WriteTo(w); err != nil {
-				t.Fatalf("%s k=%d: WriteTo returned %v", name, k, err)
-			}
-			complete := in[:bytes.LastIndex(in[:k], []byte("\n\n"))+2]
-			want := errorEvent(bytes.Clone(complete), io.ErrUnexpectedEOF)
-			if got := w.all(); !bytes.Equal(got, want) {
-				t.Fatalf("%s k=%d:\ngot:  %q\nwant: %q", name, k, got[max(0, len(got)-200):], want[max(0, len(want)-200):])
+				if err != nil {
+					t.Fatalf("%s, %s k=%d: Start: %s", end.name, name, k, err)
+				}
+				w := &writeRecorder{}
+				if _, err := r.WriteTo(w); err != nil {
+					t.Fatalf("%s, %s k=%d: WriteTo returned %v", end.name, name, k, err)
+				}
+				complete := in[:bytes.LastIndex(in[:k], []byte("\n\n"))+2]
+				want := errorEvent(bytes.Clone(complete), end.err)
+				if got := w.all(); !bytes.Equal(got, want) {
+					t.Fatalf("%s, %s k=%d:\ngot:  %q\nwant: %q", end.name, name, k, got, want)
+				}
+				if r.ReadErr != end.err || r.Done || r.End.IsZero() {
+					t.Fatalf("%s, %s k=%d: ReadErr %v Done %v End %v", end.name, name, k, r.ReadErr, r.Done, r.End)
+				}
 			}
 		}
 	}
