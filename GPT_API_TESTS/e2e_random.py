@@ -216,6 +216,48 @@ def _events(raw, errors="surrogatepass"):
 
 # ---------------------------------------------------------------- checks
 
+def _bodies(gw, mocks, r, n):
+    """n request bodies mutated member by member: each upstream body is
+    JSON, clamped, renamed, with the client's stops exactly where text
+    is generated; each refusal an OpenAI-shaped 400 or 404 that reached
+    no upstream."""
+    gw.ensure()
+    seen = {"answered": 0, "refused": 0}
+
+    def calls():
+        return sorted((c for m in mocks() for c in m.calls()), key=lambda c: c.t)
+    for i in range(n):
+        path = r.choice(list(BASES))
+        sent = _mutate(r, copy.deepcopy(BASES[path]))
+        body = json.dumps(sent, ensure_ascii=r.random() < 0.5).encode("utf-8", "surrogatepass")
+        before = len(calls())
+        resp = gw.req("POST", path, body, {"Content-Type": "application/json"})
+        if resp.status != 200:
+            err = resp.json.get("error") if isinstance(resp.json, dict) else None
+            ensure(resp.status in (400, 404) and isinstance(err, dict) and err.get("message"),
+                   "request %d to %s: %d %s" % (i, path, resp.status, resp.body[:200]))
+            ensure(len(calls()) == before, "request %d: refused with %d yet sent upstream" % (i, resp.status))
+            seen["refused"] += 1
+            continue
+        seen["answered"] += 1
+        got = calls()[-1]
+        up = got.json
+        ensure(isinstance(up, dict), "request %d: the upstream body is not JSON: %r" % (i, got.body[:200]))
+        eq(up.get("model"), "served-r", "request %d: upstream model" % i)
+        for k in ("max_tokens", "max_completion_tokens"):
+            v = up.get(k)
+            if path in GENERATES and isinstance(v, (int, float)) and not isinstance(v, bool):
+                ensure(v <= 512, "request %d: %s %r reached the upstream" % (i, k, v))
+        stop = up.get("stop")
+        if path in GENERATES:
+            ensure(stop == "<|im_end|>" or (isinstance(stop, list) and "<|im_end|>" in stop),
+                   "request %d: upstream stop %r" % (i, stop))
+        else:
+            eq(stop, sent.get("stop"), "request %d: stop of a request that generates no text" % i)
+    ensure(seen["answered"] > 100 and seen["refused"] > 100, "too few of a kind: %s" % seen)
+    return seen
+
+
 def random_group(R):
     mR, mS = R.mock("R"), R.mock("S")
     gw = R.gateway("random", {"openai_clients": [
@@ -223,41 +265,21 @@ def random_group(R):
         client("s", mS, ["m-s"], model="served-s", special_prefix=PREFIX),
     ]})
 
+    # The same client behind the prefix strategy, which also reads the
+    # prompt of every endpoint (messages, prompt, input, query and
+    # documents) to route it.
+    mP = R.mock("RP")
+    gwp = R.gateway("random-prefix", {"routing": {"strategy": "prefix"}, "openai_clients": [
+        client("r", mR, ["m-r"], model="served-r", max_tokens=512, stop=["<|im_end|>"]),
+        client("rp", mP, ["m-r"], model="served-r", max_tokens=512, stop=["<|im_end|>"])]})
+
     @R.check("random.request_bodies")
     def _():
-        gw.ensure()
-        r = random.Random(20261202)
-        seen = {"answered": 0, "refused": 0}
-        for i in range(400):
-            path = r.choice(list(BASES))
-            sent = _mutate(r, copy.deepcopy(BASES[path]))
-            body = json.dumps(sent, ensure_ascii=r.random() < 0.5).encode("utf-8", "surrogatepass")
-            before = len(mR.calls())
-            resp = gw.req("POST", path, body, {"Content-Type": "application/json"})
-            if resp.status != 200:
-                err = resp.json.get("error") if isinstance(resp.json, dict) else None
-                ensure(resp.status in (400, 404) and isinstance(err, dict) and err.get("message"),
-                       "request %d to %s: %d %s" % (i, path, resp.status, resp.body[:200]))
-                ensure(len(mR.calls()) == before, "request %d: refused with %d yet sent upstream" % (i, resp.status))
-                seen["refused"] += 1
-                continue
-            seen["answered"] += 1
-            got = mR.last()
-            up = got.json
-            ensure(isinstance(up, dict), "request %d: the upstream body is not JSON: %r" % (i, got.body[:200]))
-            eq(up.get("model"), "served-r", "request %d: upstream model" % i)
-            for k in ("max_tokens", "max_completion_tokens"):
-                v = up.get(k)
-                if path in GENERATES and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    ensure(v <= 512, "request %d: %s %r reached the upstream" % (i, k, v))
-            stop = up.get("stop")
-            if path in GENERATES:
-                ensure(stop == "<|im_end|>" or (isinstance(stop, list) and "<|im_end|>" in stop),
-                       "request %d: upstream stop %r" % (i, stop))
-            else:
-                eq(stop, sent.get("stop"), "request %d: stop of a request that generates no text" % i)
-        ensure(seen["answered"] > 100 and seen["refused"] > 100, "too few of a kind: %s" % seen)
-        return seen
+        return _bodies(gw, lambda: [mR], random.Random(20261202), 400)
+
+    @R.check("random.request_bodies_prefix_routing")
+    def _():
+        return _bodies(gwp, lambda: [mR, mP], random.Random(7), 300)
 
     @R.check("random.streams")
     def _():
