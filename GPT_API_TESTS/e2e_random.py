@@ -326,6 +326,23 @@ WORDS = ["Hel", "lo", " th", "ere", "!"]
 USAGE5 = {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
 
 
+def _token(rec):
+    """The token a request carries, which picks its planned answer: its
+    last message's text, up to a colon."""
+    msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
+    text = msgs[-1].get("content") if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) else None
+    return text.split(":")[0] if isinstance(text, str) else None
+
+
+def planned(plans, name=None):
+    """A mock's answer: the action plans holds for the request's token (a
+    {upstream name: action} map when name is given), or the default."""
+    def act(rec):
+        plan = plans.get(_token(rec))
+        return plan if plan is None or name is None else plan[name]
+    return act
+
+
 def _fault(r, kind, stream, served, slow, stall):
     """The mock action for kind. slow: the answer lasts long enough for a
     caller that leaves after its start (or, plain, after 0.4 s) to be gone
@@ -415,27 +432,22 @@ def _goroutines(port):
 def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
     gw.ensure()
     idle = _goroutines(pprof)
-    plans = {}  # token -> {client name: (kind, action)}
-
-    def pick(i):
-        def act(rec):
-            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
-            plan = plans.get(msgs[-1].get("content") if msgs else None)
-            return plan[names[i]][1] if plan else None
-        return act
-    for i, m in enumerate(mocks):
-        m.always(pick(i))
+    plans, kinds = {}, {}  # token -> {client name: action}, {client name: kind}
+    for name, m in zip(names, mocks):
+        m.always(planned(plans, name))
     reqs = []
     for i in range(n):
         stream, leave = r.random() < 0.5, r.random() < leaving
         tok = "fault-%s-%d" % (gw.name, i)
-        plans[tok] = {}
+        plans[tok], kinds[tok] = {}, {}
         for name in names:
-            k = _kind(r, stream)
-            plans[tok][name] = (k, _fault(r, k, stream, "served-" + name, leave, stall))
+            k = kinds[tok][name] = _kind(r, stream)
+            plans[tok][name] = _fault(r, k, stream, "served-" + name, leave, stall)
         reqs.append((i, tok, stream, leave))
 
     def send(q):
+        """The answer: status, headers, the stream or the body, and when
+        the caller left (None if it stayed)."""
         i, tok, stream, leave = q
         msgs = [{"role": "user", "content": tok}]
         hdr = {"X-Request-Id": tok}
@@ -446,7 +458,7 @@ def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                           % (tok.encode(), len(body), body))
                 time.sleep(0.4)
-            return None, {}, None, time.monotonic()
+            return None, {}, None, None, time.monotonic()
         if stream:
             s = gw.stream_chat("m-f", msgs, hdr, timeout=20)
             try:
@@ -454,38 +466,38 @@ def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
                     if leave:
                         s.next_event()
                         s.close()
-                        return s.status, s.headers, s, time.monotonic()
+                        return s.status, s.headers, s, None, time.monotonic()
                     s.read_all()
-                    return s.status, s.headers, s, None
-                return s.status, s.headers, None, s.body()
+                    return s.status, s.headers, s, None, None
+                return s.status, s.headers, None, s.body(), None
             finally:
                 s.close()
         resp = gw.chat("m-f", msgs, hdr, timeout=20)
-        return resp.status, resp.headers, None, resp.body
+        return resp.status, resp.headers, None, resp.body, None
     with ThreadPoolExecutor(6) as ex:
         got = list(ex.map(send, reqs))
     seen = {}
-    for (i, tok, stream, leave), (status, headers, s, body) in zip(reqs, got):
+    for (i, tok, stream, leave), (status, headers, s, body, left_at) in zip(reqs, got):
         where = "request %d (%s%s, %s)" % (i, "stream" if stream else "plain", ", caller leaves" if leave else "",
-                                           {n: k for n, (k, _) in plans[tok].items()})
-        calls = sorted((c.t, names[j], c) for j, m in enumerate(mocks)
-                       for c in m.calls() if c.json and c.json["messages"][-1]["content"] == tok)
+                                           kinds[tok])
+        calls = sorted(((c.t, names[j], c) for j, m in enumerate(mocks) for c in m.calls() if _token(c) == tok),
+                       key=lambda x: x[0])
         tried = [n for _, n, _ in calls]
         ensure(tried and len(set(tried)) == len(tried), "%s: upstreams tried %s" % (where, tried))
-        kinds = [plans[tok][n][0] for n in tried]
-        ensure(all(k in FAILOVER for k in kinds[:-1]), "%s: went on after %s" % (where, kinds))
-        last = kinds[-1]
-        for k in kinds:
+        met = [kinds[tok][n] for n in tried]
+        ensure(all(k in FAILOVER for k in met[:-1]), "%s: went on after %s" % (where, met))
+        last = met[-1]
+        for k in met:
             seen[k] = seen.get(k, 0) + 1
         row = gw.row(tok)
         eq([t.split("/")[0] for t in json.loads(row["tried"] or "[]")], tried, "%s: record's tried" % where)
         eq(row["stream"], int(stream), "%s: record's stream flag" % where)
         if leave:
             seen["left"] = seen.get("left", 0) + 1
-            if isinstance(body, float):
+            if left_at is not None:
                 # The watcher looks every 250 ms: no upstream is tried once
                 # the caller has gone (with a margin for a loaded machine).
-                late = [(n, round(t - body, 2)) for t, n, _ in calls if t > body + 1.0]
+                late = [(n, round(t - left_at, 2)) for t, n, _ in calls if t > left_at + 1.0]
                 ensure(not late, "%s: upstreams tried after the caller left (s after): %s" % (where, late))
             if last == "ok":
                 # The answer lasts 1.4 s (stream) or 3 s (plain): the caller
@@ -511,7 +523,7 @@ def _faults(gw, pprof, mocks, names, r, n, leaving, stall):
         eq(headers.get("x-gptapi-upstream"), served, "%s: X-Gptapi-Upstream" % where)
         eq(row["upstream"], served, "%s: record's upstream" % where)
         if last == "4xx":
-            up = plans[tok][served][1]
+            up = plans[tok][served]
             eq(status, up.status, "%s: the upstream's status" % where)
             eq(json.loads(body), up.body, "%s: the upstream's body" % where)
             eq(row["status"], up.status, "%s: record status" % where)
@@ -648,7 +660,7 @@ def reload_group(R):
             ensure(v in ("1a", "2b", "3a", "3b"), "%s: answer %r has no valid version's prefix" % (tok, text))
             eq(up, v[1], "%s: X-Gptapi-Upstream of an answer prefixed %s" % (tok, v))
             mock = ma if up == "a" else mb
-            got = [c for c in mock.calls() if c.json and c.json["messages"][-1]["content"] == tok]
+            got = [c for c in mock.calls() if _token(c) == tok]
             eq([c.json["model"] for c in got], ["s" + v], "%s: model sent upstream" % tok)
             eq(gw.row(tok)["upstream"], up, "%s: record's upstream" % tok)
             seen[v] = seen.get(v, 0) + 1
@@ -947,14 +959,9 @@ def garbage_group(R):
         for i in range(300):
             stream = r.random() < 0.5
             tok = "garbage-%d" % i
-            plans[tok] = _raw_answer(r, stream)
+            plans[tok] = Raw(_raw_answer(r, stream))
             reqs.append((i, tok, stream))
-
-        def act(rec):
-            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
-            raw = plans.get(msgs[-1].get("content") if msgs else None)
-            return Raw(raw) if raw is not None else None
-        mG.always(act)
+        mG.always(planned(plans))
 
         def send(q):
             i, tok, stream = q
@@ -969,7 +976,7 @@ def garbage_group(R):
             got = list(ex.map(send, reqs))
         statuses = {}
         for i, tok, stream, data, ended in got:
-            where = "request %d (%s), upstream sent %r" % (i, "stream" if stream else "plain", plans[tok][:400])
+            where = "request %d (%s), upstream sent %r" % (i, "stream" if stream else "plain", plans[tok].data[:400])
             ensure(ended, "%s: the answer did not end within 6 s: %r" % (where, data[:300]))
             resps, left = _responses(data)
             ensure(len(resps) == 1 and not left, "%s: not one whole HTTP answer: %r" % (where, data[:400]))
@@ -1025,11 +1032,7 @@ def shutdown_group(R):
         gw.ensure()
         r = random.Random(8)
         plans, lock = {}, threading.Lock()
-
-        def act(rec):
-            msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
-            return plans.get(msgs[-1].get("content") if msgs else None)
-        mS.always(act)
+        mS.always(planned(plans))
         stop = threading.Event()
         outcomes = []
 
@@ -1168,14 +1171,8 @@ def prefix_group(R):
                 ts.append((tok, stream))
             convs.append(ts)
 
-        def pick(i):
-            def act(rec):
-                msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
-                plan = plans.get(msgs[-1]["content"].split(":")[0] if msgs else None)
-                return plan[names[i]] if plan else None
-            return act
-        for i, m in enumerate(mocks):
-            m.always(pick(i))
+        for name, m in zip(names, mocks):
+            m.always(planned(plans, name))
 
         def talk(ts):
             msgs = [{"role": "system", "content": system}]
@@ -1271,14 +1268,8 @@ def pool_group(R):
                 plans[tok][n] = a
             reqs.append((tok, stream))
 
-        def pick(i):
-            def act(rec):
-                msgs = rec.json.get("messages") if isinstance(rec.json, dict) else None
-                plan = plans.get(msgs[-1]["content"] if msgs else None)
-                return plan[names[i]] if plan else None
-            return act
-        for i, m in enumerate(mocks):
-            m.always(pick(i))
+        for name, m in zip(names, mocks):
+            m.always(planned(plans, name))
 
         def send(q):
             tok, stream = q
@@ -1322,7 +1313,7 @@ def pool_group(R):
         for name, m in zip(names, mocks):
             edges = []
             for c in m.calls():
-                d = busy(plans[c.json["messages"][-1]["content"]][name]) if c.json else 0
+                d = busy(plans[_token(c)][name]) if _token(c) in plans else 0
                 if d > 0:
                     edges += [(c.t + d, -1), (c.t, 1)]
             depth = peak = 0
