@@ -761,10 +761,18 @@ func TestMaxConnsCountsPlainAndStreams(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, body := range []string{chatBody, chatBody, streamBody, streamBody} {
 		wg.Add(1)
-		go func() {
+		go func() { // post would call t.Fatal off the test's goroutine
 			defer wg.Done()
-			status, _, _ := post(t, addr, "/v1/chat/completions", body)
-			statuses <- status
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://" + addr + "/v1/chat/completions")
+			req.Header.SetMethod("POST")
+			req.SetBodyString(body)
+			if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+				t.Error(err)
+			}
+			statuses <- resp.StatusCode()
 		}()
 	}
 	wg.Wait()
