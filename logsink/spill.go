@@ -472,12 +472,17 @@ func (sp *spiller) sealLocked() {
 	sp.sealed = append(sp.sealed, sealed)
 }
 
-// take seals the current file and hands over every sealed file and the
-// frames still in memory, which the writer reads like a file.
+// take writes the frames in memory to spill files, seals the current file
+// and hands over every sealed file and the frames the disk refused, which
+// the writer reads like a file. Frames go to disk first even when the
+// flusher has not run yet: the writer may then wait on a locked database
+// for a long time, and records it holds only in memory would not outlive
+// the process.
 func (sp *spiller) take() (files []string, mem [][]byte) {
 	sp.ioMu.Lock()
 	defer sp.ioMu.Unlock()
 	sp.grabLocked()
+	_ = sp.writeHeldLocked() // what the disk refuses stays in held
 	sp.sealLocked()
 	files, mem = sp.sealed, sp.held
 	sp.sealed, sp.held = nil, nil

@@ -229,3 +229,32 @@ func TestSpillVersion1Replayed(t *testing.T) {
 		t.Fatalf("spill files left: %v", f)
 	}
 }
+
+// take puts the frames still in memory on disk before handing them to the
+// writer, even when the flusher has not run: the writer may then wait on a
+// locked database for WriteTimeout, and records held only in its memory
+// would not outlive the process.
+func TestTakeWritesMemoryFirst(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := newSpiller(dir, testOptions(t).MaxPendingBytes, testOptions(t).Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for i := range n {
+		if !sp.write(smallRecord(AcquireRecord(), fmt.Sprint("r", i), int64(i))) {
+			t.Fatal("record dropped")
+		}
+	}
+	files, mem := sp.take()
+	if len(mem) != 0 || len(files) != 1 || sp.pend.Load() != 0 {
+		t.Fatalf("take gave %d files and %d blocks in memory (%d bytes pending), want one file and none", len(files), len(mem), sp.pend.Load())
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countFrames(b); got != n {
+		t.Fatalf("the spill file holds %d frames, want %d", got, n)
+	}
+}
