@@ -1,10 +1,12 @@
 package logsink
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -16,15 +18,21 @@ import (
 //
 // It runs in a process of its own: goroutines the package's other tests
 // left behind (writers finishing, pollers, the garbage collector's workers)
-// would share the one P and make the rounds' order a matter of chance.
+// would share the one P and make the rounds' order a matter of chance. Where
+// the test binary cannot start itself (run by qemu-user without binfmt), it
+// runs here.
 func TestYieldRunsNetworkWaiters(t *testing.T) {
 	if os.Getenv("LOGSINK_YIELD_CHILD") == "" {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestYieldRunsNetworkWaiters$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "LOGSINK_YIELD_CHILD=1", "GOMAXPROCS=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%v\n%s", err, out)
+		out, err := cmd.CombinedOutput()
+		if !errors.Is(err, syscall.ENOEXEC) {
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			return
 		}
-		return
+		t.Log("cannot start the test binary; running in this process:", err)
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	server, client, err := os.Pipe() // both ends wait in the network poller
