@@ -9,12 +9,13 @@ through /proc/PID/clear_refs) stays under a measured bound.
 import http.client
 import json
 import os
+import resource
 import socket
 import subprocess
 import threading
 import time
 
-from e2e_common import expect_error, expect_status, parallel
+from e2e_common import expect_error, expect_status, metric_values, parallel
 from e2e_infra import (CheckFail, client, ensure, eq, free_port, http_request, short,
                        wait_until)
 from e2e_mock import Json, chat_answer
@@ -402,6 +403,69 @@ def caller_group(R):
         ensure(b"caller-model-" not in metrics, "a caller's model name is a metric label")
         ensure(len(metrics) - before < 4096, "/metrics grew %d bytes for 100 unknown models" % (len(metrics) - before))
         healthy(gw)
+
+
+    flood_a, flood_b = R.mock("EDGE-FLOOD-A"), R.mock("EDGE-FLOOD-B")
+    flood_gw = R.gateway("edge-flood", {
+        "check_config": {"failure_threshold": 1, "cooldown": "60s"},
+        "openai_clients": [client("fa", flood_a, ["m"]), client("fb", flood_b, ["m"])]},
+        nofile=64)
+
+    @R.check("edge.connection_flood_past_file_limit")
+    def _():
+        # Callers open more connections than gptapi may have files: accept
+        # fails with EMFILE and so does every connection to an upstream.
+        # gptapi keeps serving the connections it has, says why it cannot
+        # connect, blames no upstream (no cooldown, though one failure is
+        # the threshold), and accepts again once callers leave.
+        gw = flood_gw
+        gw.ensure()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1024 <= hard or hard == resource.RLIM_INFINITY:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        keep = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        expect_status(http_request(gw.port, "GET", "/health", conn=keep), 200)
+        flood = []
+        try:
+            for _ in range(200):  # past 64: the rest wait in the listen backlog
+                flood.append(socket.create_connection(("127.0.0.1", gw.port), timeout=5))
+            wait_until(lambda: not gw.running() or "cannot accept connections" in open(gw.log_path, errors="replace").read(),
+                       10, what="gptapi to run out of files")
+            gw.ensure()  # alive: accept's EMFILE must not end serving
+            for i in range(4):
+                r = http_request(gw.port, "POST", "/v1/chat/completions",
+                                 {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                                 headers={"X-Request-Id": "edge-flood-%d" % i}, conn=keep)
+                e = expect_error(r, 502, "upstream_error", "all_upstreams_failed")
+                ensure("out of file descriptors" in e["message"], "message: %s" % e["message"])
+            cooling = metric_values(http_request(gw.port, "GET", "/metrics", conn=keep).body.decode(),
+                                    "gptapi_upstream_cooldown")
+            eq(sorted(cooling.values()), [0.0, 0.0], "upstreams in cooldown for gptapi's own failure")
+        finally:
+            for c in flood:
+                c.close()
+            keep.close()
+
+        def answers():
+            try:
+                return gw.chat("m", timeout=5).status == 200
+            except OSError:
+                return False
+        wait_until(answers, 10, what="gptapi to accept again")
+        got = {}
+        for _ in range(20):
+            r = gw.chat("m", timeout=5)
+            expect_status(r, 200)
+            up = r.header("X-Gptapi-Upstream")
+            got[up] = got.get(up, 0) + 1
+        ensure(got.get("fa", 0) > 0 and got.get("fb", 0) > 0, "after the flood: %s" % got)
+        for i in range(4):
+            row = gw.row("edge-flood-%d" % i)
+            ensure(row is not None and row["status"] == 502, "record of refused request %d: %s" % (i, row))
+        log = open(gw.log_path, errors="replace").read()
+        n = log.count("cannot accept connections")
+        ensure(n <= 3, "%d log lines for one flood" % n)
+        return "after the flood: %s" % got
 
 
 # ------------------------------------------------------------------ disk

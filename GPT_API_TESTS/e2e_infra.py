@@ -4,6 +4,7 @@ import atexit
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -446,9 +447,10 @@ def _sse_data(block):
 class Gateway:
     """One gptapi process with its own config file, started on first use."""
 
-    def __init__(self, runner, name, cfg, env=None, check_health=True, args=None):
+    def __init__(self, runner, name, cfg, env=None, check_health=True, args=None, nofile=None):
         self.R = runner
         self.args = list(args or [])  # more command-line flags after -config
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the process, if set
         self.name = name
         self.dir = os.path.join(runner.tmp, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -496,10 +498,14 @@ class Gateway:
         env = dict(os.environ)
         env.update(self.env or {})
         logf = open(self.log_path, "ab")
+        limit = None
+        if self.nofile:
+            def limit(n=self.nofile):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         self.proc = track(subprocess.Popen(
             [self.R.binary, "-config", self.config_path] + self.args,
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=self.dir))
+            env=env, cwd=self.dir, preexec_fn=limit))
         logf.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -658,9 +664,9 @@ class Runner:
         self._mocks.append(m)
         return m
 
-    def gateway(self, name, cfg, env=None, args=None):
+    def gateway(self, name, cfg, env=None, args=None, nofile=None):
         self._seq += 1
-        g = Gateway(self, "%02d-%s" % (self._seq, name), cfg, env, args=args)
+        g = Gateway(self, "%02d-%s" % (self._seq, name), cfg, env, args=args, nofile=nofile)
         self._gateways.append(g)
         return g
 

@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/throttle"
 )
 
 // callerListener hands fasthttp callerConns, and keeps the open ones so
@@ -16,13 +19,49 @@ type callerListener struct {
 
 	mu    sync.Mutex
 	conns map[*callerConn]struct{}
+
+	acceptLog throttle.Log
+	closed    atomic.Bool // by Close: an Accept error then ends Serve
 }
 
+// Pacing of Accept while accepting fails.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
+// Accept waits out every error but the listener's close. fasthttp takes
+// any other error as the listener's end and Serve returns: one flood of
+// connections past the process's file descriptor limit (EMFILE), or a
+// machine out of socket memory, would stop the gateway for good. Like
+// nginx, gptapi logs, pauses accepting, and serves the connections it has
+// until some close.
 func (l *callerListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var pause time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return l.track(c), nil
+		}
+		if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		pause = min(max(2*pause, acceptRetryMin), acceptRetryMax)
+		if ok, held := l.acceptLog.Allow(time.Now(), failureLogEvery); ok {
+			l.s.log.Error("cannot accept connections; retrying", "err", err, "open_connections", l.open(),
+				"more_since_last_line", held)
+		}
+		time.Sleep(pause)
 	}
+}
+
+func (l *callerListener) Close() error {
+	l.closed.Store(true)
+	return l.Listener.Close()
+}
+
+// track wraps a new connection and keeps it until it closes.
+func (l *callerListener) track(c net.Conn) *callerConn {
 	cc := &callerConn{Conn: c, l: l}
 	cc.sock.init(c)
 	if sc, ok := c.(syscall.Conn); ok {
@@ -34,7 +73,13 @@ func (l *callerListener) Accept() (net.Conn, error) {
 	}
 	l.conns[cc] = struct{}{}
 	l.mu.Unlock()
-	return cc, nil
+	return cc
+}
+
+func (l *callerListener) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
 }
 
 func (l *callerListener) forget(c *callerConn) {

@@ -20,11 +20,13 @@ import (
 type attemptError struct {
 	msg     string // for the caller: names the client, never its address
 	timeout bool
-	// overflow: no pooled connection was free within max_conn_wait. The
+	// local: the failure was gptapi's, not the upstream's: no pooled
+	// connection was free within max_conn_wait, or the process or machine
+	// was out of file descriptors, ports or socket memory to connect. The
 	// next candidate is tried, but it says nothing of the upstream's
 	// health: no cooldown.
-	overflow bool
-	cause    error // the transport error, for the log only; may be nil
+	local bool
+	cause error // the transport error, for the log only; may be nil
 	// cancelled: the watcher cancelled the request (the caller left, or
 	// shutdown cut it). No failover, and nothing said of the upstream.
 	cancelled error
@@ -91,7 +93,7 @@ func (x *exchange) dispatch(ctx *fasthttp.RequestCtx) {
 			}
 			now := time.Now()
 			cooling := false
-			if !err.overflow {
+			if !err.local {
 				cooling = h.Fail(now, chk.FailureThreshold, chk.Cooldown)
 			}
 			if ok, held := up.hists.failures.Allow(now, failureLogEvery); ok {
@@ -327,7 +329,16 @@ func (x *exchange) attemptFailure(up *upstream, err error) *attemptError {
 // carries addresses, goes only to the log.
 func upstreamFailure(up *upstream, err error) *attemptError {
 	return &attemptError{msg: up.cfg.Name + ": " + failureKind(err), timeout: isTimeout(err), cause: err,
-		overflow: errors.Is(err, fasthttp.ErrNoFreeConns)}
+		local: errors.Is(err, fasthttp.ErrNoFreeConns) || outOfResources(err)}
+}
+
+// outOfResources reports whether err says the process or the machine ran
+// out of what a connection needs (a flood of callers past the file
+// descriptor limit, every ephemeral port in use), which no upstream can
+// be blamed for.
+func outOfResources(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.EADDRNOTAVAIL)
 }
 
 // failureKind is the caller-facing words for a transport error.
@@ -342,6 +353,8 @@ func failureKind(err error) string {
 		return "connection refused"
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return "no free connection (max_conns reached)"
+	case outOfResources(err):
+		return "cannot connect (gptapi is out of file descriptors, ports or socket memory)"
 	case errors.As(err, &op) && op.Op == "dial":
 		return "cannot connect"
 	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),

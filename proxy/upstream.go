@@ -99,7 +99,7 @@ func (up *upstream) hostClient(c *configs.Client, chk *configs.Check) *fasthttp.
 		TLSConfig: &tls.Config{ServerName: hostname(up.host), ClientSessionCache: tls.NewLRUClientSessionCache(64)},
 		MaxConns:  maxConns,
 		// With every connection busy a request waits this long for one
-		// (fasthttp.ErrNoFreeConns after it): overflow, not ill health.
+		// (fasthttp.ErrNoFreeConns after it): gptapi's limit, not ill health.
 		MaxConnWaitTimeout: chk.MaxConnWait,
 		// uvicorn-based servers (vLLM, SGLang) close keep-alive connections
 		// idle for 5 s; closing ours first avoids most stale ones.
