@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -119,6 +121,45 @@ func TestUpstreamFailureLocal(t *testing.T) {
 		e := upstreamFailure(up, c.err)
 		if e.local != c.local || e.msg != c.msg {
 			t.Errorf("%v: local %v, %q; want %v, %q", c.err, e.local, e.msg, c.local, c.msg)
+		}
+	}
+}
+
+// A caller that sends its request slower than server.read_timeout allows
+// gets a 408 that says so, and its connection closed; a malformed request
+// stays a 400.
+func TestSlowCallerTimesOut(t *testing.T) {
+	cfg := testConfig()
+	cfg.Server.ReadTimeout = 300 * time.Millisecond
+	_, addr := startProxy(t, cfg, &captureSink{})
+	for _, c := range []struct {
+		name, sent string
+		status     int
+		code       string
+	}{
+		{"headers cut", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n", 408, `"code":"request_timeout"`},
+		{"body short", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{", 408, `"code":"request_timeout"`},
+		{"malformed", "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", 400, `"code":"invalid_request"`},
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte(c.sent)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(conn) // to the close
+		conn.Close()
+		if err != nil {
+			t.Fatalf("%s: %v after %q", c.name, err, got)
+		}
+		var resp fasthttp.Response
+		if err := resp.Read(bufio.NewReader(bytes.NewReader(got))); err != nil {
+			t.Fatalf("%s: %v in %q", c.name, err, got)
+		}
+		if resp.StatusCode() != c.status || !bytes.Contains(resp.Body(), []byte(c.code)) {
+			t.Errorf("%s: %d %s, want %d with %s", c.name, resp.StatusCode(), resp.Body(), c.status, c.code)
 		}
 	}
 }

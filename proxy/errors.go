@@ -46,6 +46,8 @@ var (
 		Message: "Request has both Content-Length and Transfer-Encoding."}
 	errBadHTTP = &apiError{Status: fasthttp.StatusBadRequest, Type: typeInvalidRequest, Code: "invalid_request",
 		Message: "Malformed HTTP request."}
+	errReadTimeout = &apiError{Status: fasthttp.StatusRequestTimeout, Type: typeInvalidRequest, Code: "request_timeout",
+		Message: "The request was not received whole within server.read_timeout."}
 )
 
 func modelNotFound(model []byte) *apiError {

@@ -246,6 +246,8 @@ func (s *Server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 		writeError(ctx, errTooLarge)
 	case errors.As(err, &small):
 		writeError(ctx, errHeadersTooLarge)
+	case isTimeout(err): // a caller sending slower than read_timeout allows
+		writeError(ctx, errReadTimeout)
 	default:
 		writeError(ctx, errBadHTTP)
 	}
