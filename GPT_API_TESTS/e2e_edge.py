@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import resource
+import select
 import socket
 import subprocess
 import threading
@@ -466,6 +467,56 @@ def caller_group(R):
         n = log.count("cannot accept connections")
         ensure(n <= 3, "%d log lines for one flood" % n)
         return "after the flood: %s" % got
+
+
+    slow_gw = R.gateway("edge-slow-callers", {"server": {"read_timeout": "1s"},
+                                              "openai_clients": [client("edge", mk, ["m"])]})
+
+    @R.check("edge.slow_callers_cut_at_read_timeout")
+    def _():
+        # Callers that send their headers or body a byte at a time hold a
+        # connection each; read_timeout bounds them, with a 408 that says so.
+        gw = slow_gw
+        gw.ensure()
+        body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+        def slow(start, _):
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as c:
+                data = head + body
+                t0 = time.monotonic()
+                c.sendall(data[:start])
+                for b in data[start:]:
+                    if select.select([c], [], [], 0.1)[0]:
+                        break  # gptapi answered
+                    try:
+                        c.sendall(bytes([b]))
+                    except OSError:
+                        break
+                got, closed = _read_until_closed(c, 5)
+                return time.monotonic() - t0, got, closed
+        starts = [0, len(head) // 2, len(head), len(head) + 5] * 4
+        for res, start in zip(parallel(16, starts, slow, 60), starts):
+            ensure(not isinstance(res, Exception), "sent from byte %d on: %r" % (start, res))
+            took, got, closed = res
+            ensure(got.startswith(b"HTTP/1.1 408 ") and closed,
+                   "sent from byte %d on, a byte per 100 ms: %r, closed %s" % (start, got[:200], closed))
+            ensure(b'"code":"request_timeout"' in got, "408 body: %r" % got[:300])
+            ensure(took < 4, "cut after %.1fs with read_timeout 1s" % took)
+        healthy(gw)
+
+
+def _read_until_closed(c, timeout):
+    c.settimeout(timeout)
+    got = b""
+    try:
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return got, True
+            got += b
+    except OSError:
+        return got, False
 
 
 # ------------------------------------------------------------------ disk
