@@ -21,14 +21,16 @@ type callerListener struct {
 	conns map[*callerConn]struct{}
 
 	acceptLog throttle.Log
-	closed    atomic.Bool // by Close: an Accept error then ends Serve
+	closed    chan struct{} // closed by Close: an Accept error then ends Serve
+	closeOnce sync.Once
 }
 
-// Pacing of Accept while accepting fails.
-const (
-	acceptRetryMin = 5 * time.Millisecond
-	acceptRetryMax = time.Second
-)
+func newCallerListener(ln net.Listener, s *Server) *callerListener {
+	return &callerListener{Listener: ln, s: s, closed: make(chan struct{})}
+}
+
+// Pacing of Accept while accepting fails (vars for a test).
+var acceptRetryMin, acceptRetryMax = 5 * time.Millisecond, time.Second
 
 // Accept waits out every error but the listener's close. fasthttp takes
 // any other error as the listener's end and Serve returns: one flood of
@@ -43,7 +45,7 @@ func (l *callerListener) Accept() (net.Conn, error) {
 		if err == nil {
 			return l.track(c), nil
 		}
-		if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+		if errors.Is(err, net.ErrClosed) {
 			return nil, err
 		}
 		pause = min(max(2*pause, acceptRetryMin), acceptRetryMax)
@@ -51,12 +53,18 @@ func (l *callerListener) Accept() (net.Conn, error) {
 			l.s.log.Error("cannot accept connections; retrying", "err", err, "open_connections", l.open(),
 				"more_since_last_line", held)
 		}
-		time.Sleep(pause)
+		wait := time.NewTimer(pause)
+		select {
+		case <-wait.C:
+		case <-l.closed: // shutdown does not wait out the pause
+			wait.Stop()
+			return nil, err
+		}
 	}
 }
 
 func (l *callerListener) Close() error {
-	l.closed.Store(true)
+	l.closeOnce.Do(func() { close(l.closed) })
 	return l.Listener.Close()
 }
 

@@ -84,6 +84,16 @@ func TestAcceptErrorsWaitedOut(t *testing.T) {
 		t.Errorf("the log line does not say why:\n%s", log.String())
 	}
 
+	// Shutdown ends a pause between failed accepts, however long.
+	defer func(lo, hi time.Duration) { acceptRetryMin, acceptRetryMax = lo, hi }(acceptRetryMin, acceptRetryMax)
+	acceptRetryMin, acceptRetryMax = time.Hour, time.Hour
+	ln.fails.Store(1 << 30)
+	c, err := net.Dial("tcp", inner.Addr().String()) // ends the Accept under way; the next one fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	time.Sleep(50 * time.Millisecond) // into the pause
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {

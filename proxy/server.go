@@ -106,7 +106,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.srv.Handler }
 
 // Serve serves on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	s.ln = &callerListener{Listener: ln, s: s}
+	s.ln = newCallerListener(ln, s)
 	s.poll.start()
 	stop := make(chan struct{})
 	defer close(stop)
