@@ -123,9 +123,7 @@ func (m *serverMetrics) addSeries(k requestKey) *metrics.Counter {
 	if c := old[k]; c != nil {
 		return c
 	}
-	name := `gptapi_requests_total{route="` + routeName(k.route) + `",model=` + string(appendLabelValue(nil, k.model)) +
-		`,upstream=` + string(appendLabelValue(nil, k.upstream)) + `,status="` + strconv.Itoa(k.status) + `"}`
-	c := m.set.GetOrCreateCounter(name)
+	c := m.set.GetOrCreateCounter(k.series())
 	next := make(map[requestKey]*metrics.Counter, len(old)+1)
 	for kk, v := range old {
 		next[kk] = v
@@ -133,6 +131,42 @@ func (m *serverMetrics) addSeries(k requestKey) *metrics.Counter {
 	next[k] = c
 	m.requests.Store(&next)
 	return c
+}
+
+func (k requestKey) series() string {
+	return `gptapi_requests_total{route="` + routeName(k.route) + `",model=` + string(appendLabelValue(nil, k.model)) +
+		`,upstream=` + string(appendLabelValue(nil, k.upstream)) + `,status="` + strconv.Itoa(k.status) + `"}`
+}
+
+// forget drops the series of the upstreams a reload removed or renamed:
+// /metrics shows the fleet as configured, and a config whose clients are
+// renamed now and then does not grow it without end. The upstreams kept go
+// on with their histograms and counts. A request of the old config still
+// running may add its series back, until the next reload.
+func (m *serverMetrics) forget(st *state) {
+	kept := make(map[string]bool, len(st.upstreams))
+	for _, up := range st.upstreams {
+		kept[up.cfg.Name] = true
+	}
+	m.histMu.Lock()
+	for n := range m.hists {
+		if !kept[n] {
+			delete(m.hists, n)
+		}
+	}
+	m.histMu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.requests.Load()
+	next := make(map[requestKey]*metrics.Counter, len(old))
+	for k, c := range old {
+		if k.upstream == "" || kept[k.upstream] {
+			next[k] = c
+			continue
+		}
+		m.set.UnregisterMetric(k.series())
+	}
+	m.requests.Store(&next)
 }
 
 // appendLabelValue appends s as a quoted label value of the Prometheus text
@@ -194,15 +228,17 @@ func (m *serverMetrics) writeDynamic(w io.Writer, s *Server) {
 	for n := range m.hists {
 		names = append(names, n)
 	}
-	m.histMu.Unlock()
 	slices.Sort(names)
-	for _, n := range names {
-		h := m.upstream(n)
-		b = h.latency.appendPrometheus(b, "gptapi_upstream_latency_seconds", n)
+	hs := make([]*upstreamStats, len(names))
+	for i, n := range names {
+		hs[i] = m.hists[n]
 	}
-	for _, n := range names {
-		h := m.upstream(n)
-		b = h.ttft.appendPrometheus(b, "gptapi_ttft_seconds", n)
+	m.histMu.Unlock()
+	for i, n := range names {
+		b = hs[i].latency.appendPrometheus(b, "gptapi_upstream_latency_seconds", n)
+	}
+	for i, n := range names {
+		b = hs[i].ttft.appendPrometheus(b, "gptapi_ttft_seconds", n)
 	}
 	_, _ = w.Write(b)
 }

@@ -326,3 +326,47 @@ func TestHistogramsKeepSubMillisecond(t *testing.T) {
 		}
 	}
 }
+
+// A reload that removes or renames an upstream drops its series; the
+// upstreams kept keep their counts and histograms.
+func TestMetricsForgetRemovedUpstreams(t *testing.T) {
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"choices":[{"index":0,"message":{"content":"ok"}}]}`)
+	})
+	cfg := testConfig(up, up)
+	cfg.Clients[1].Match.Value = []string{"llama"}
+	srv, addr := startProxy(t, cfg, nil)
+	for _, model := range []string{"qwen", "llama"} {
+		if status, _, body := post(t, addr, "/v1/chat/completions", `{"model":"`+model+`","messages":[{"role":"user","content":"x"}]}`); status != 200 {
+			t.Fatalf("%s: %d %s", model, status, body)
+		}
+	}
+	next := testConfig(up)
+	if err := srv.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	text := scrape(t, addr)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64 // -1: absent
+	}{
+		{"gptapi_requests_total", map[string]string{"route": "chat", "model": "qwen", "upstream": "up0", "status": "200"}, 1},
+		{"gptapi_upstream_latency_seconds_count", map[string]string{"upstream": "up0"}, 1},
+		{"gptapi_requests_total", map[string]string{"route": "chat", "model": "llama", "upstream": "up1", "status": "200"}, -1},
+		{"gptapi_upstream_latency_seconds_count", map[string]string{"upstream": "up1"}, -1},
+		{"gptapi_ttft_seconds_count", map[string]string{"upstream": "up1"}, -1},
+		{"gptapi_upstream_cooldown", map[string]string{"upstream": "up1"}, -1},
+	} {
+		v, ok := promValue(text, c.name, c.labels)
+		if c.want < 0 && ok || c.want >= 0 && (!ok || v != c.want) {
+			t.Errorf("%s%v: %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
+		}
+	}
+	for _, smp := range text {
+		if smp.labels["upstream"] == "up1" {
+			t.Errorf("a series of the removed upstream up1 is left: %s%v", smp.name, smp.labels)
+		}
+	}
+}

@@ -96,6 +96,7 @@ func (s *Server) Apply(cfg *configs.Config) error {
 	}
 	s.state.Store(st)
 	prev.retire(st)
+	s.metrics.forget(st)
 	s.poll.refresh()
 	return nil
 }
