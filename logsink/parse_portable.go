@@ -139,9 +139,10 @@ func (fp *fastParser) answer(body []byte, d *derived) {
 	if err != nil {
 		return
 	}
+	var kb [32]byte
 	for i := range fp.members {
 		m := &fp.members[i]
-		switch string(m.Key) {
+		switch string(jsonw.Key(&kb, m.Key)) {
 		case "usage":
 			if uo := fp.member(m); uo != nil {
 				if o := uo.GetObject(); o != nil {

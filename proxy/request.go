@@ -134,9 +134,12 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 	}
 
 	var seen [len(rewritten)]bool
+	var kb [32]byte
 	iPrompt, iInput, iQuery, iDocuments := -1, -1, -1, -1
 	for i := range r.members {
-		k := b2s(r.members[i].Key)
+		// As the upstream's parser will read it: an escaped name is no
+		// way around a clamp or the model gptapi routes on.
+		k := b2s(jsonw.Key(&kb, r.members[i].Key))
 		for j, name := range rewritten {
 			if k == name {
 				if seen[j] {
@@ -193,7 +196,7 @@ func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {
 				return badRequest("Field 'stream_options' has more than 1024 fields.")
 			}
 			for _, m := range r.soMembers {
-				if string(m.Key) == "include_usage" {
+				if string(jsonw.Key(&kb, m.Key)) == "include_usage" {
 					r.callerUsage = string(m.Val) == "true"
 				}
 			}
@@ -434,8 +437,9 @@ func (r *request) appendUpstreamBody(dst []byte, c *configs.Client, model []byte
 // with include_usage set.
 func (r *request) appendStreamOptions(dst []byte) []byte {
 	dst = append(dst, '{')
+	var kb [32]byte
 	for _, m := range r.soMembers {
-		if string(m.Key) == "include_usage" {
+		if string(jsonw.Key(&kb, m.Key)) == "include_usage" {
 			continue
 		}
 		dst = append(dst, '"')

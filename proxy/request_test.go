@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -72,6 +73,13 @@ func TestUpstreamBody(t *testing.T) {
 	f(configs.Client{StreamUsage: false}, `{"model":"m",`+msgs+`,"stream":true}`, `{"model":"m",`+msgs+`,"stream":true}`)
 	f(configs.Client{StreamUsage: true}, `{"model":"m",`+msgs+`,"stream":true,"stream_options":{"include_usage":true}}`,
 		`{"model":"m",`+msgs+`,"stream":true,"stream_options":{"include_usage":true}}`)
+	// A name written with escapes is the name: clamped, merged, streamed,
+	// routed, as the upstream's parser will read it.
+	f(configs.Client{MaxTokens: 100}, `{"model":"m",`+msgs+`,"max\u005ftokens":4096}`, `{"model":"m",`+msgs+`,"max\u005ftokens":100}`)
+	f(configs.Client{Stop: []string{"b"}}, `{"model":"m",`+msgs+`,"st\u006fp":"a"}`, `{"model":"m",`+msgs+`,"st\u006fp":["a","b"]}`)
+	f(configs.Client{StreamUsage: true}, `{"model":"m",`+msgs+`,"str\u0065am":true,"stream_options":{"include\u005fusage":false}}`,
+		`{"model":"m",`+msgs+`,"str\u0065am":true,"stream_options":{"include_usage":true}}`)
+	f(configs.Client{Model: "served"}, `{"mod\u0065l":"m",`+msgs+`}`, `{"mod\u0065l":"served",`+msgs+`}`)
 }
 
 // Embeddings and rerank generate no text: the client's stops and token
@@ -159,6 +167,9 @@ func TestParseErrors(t *testing.T) {
 	f(logsink.Rerank, `{"model":"m","query":"q"}`, "'documents'")
 	f(logsink.Rerank, `{"model":"m","query":"q","documents":["a"]}`, "")
 	f(logsink.Embeddings, `{"model":"m","input":"a","stream":true}`, "not supported")
+	// Parsers disagree on which of two names wins, escaped or not.
+	f(chat, `{"model":"m","mod\u0065l":"big","messages":[{"role":"user","content":"x"}]}`, "'model' appears more than once")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":5,"\u006dax_tokens":9000}`, "'max_tokens' appears more than once")
 
 	// Limits on what a body can make gptapi build (SPEC §3).
 	msg := `{"role":"user","content":"x"}`
@@ -273,6 +284,9 @@ func FuzzUpstreamBody(f *testing.F) {
 	f.Add(`{"model":"m","messages":[{"role":"user"}],"stop":["a","a"]}`)
 	f.Add(`{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":[{"type":"image_url"}]},{"role":"user","content":"c"}],"junk":[0,0,0,0]}`)
 	f.Add(`{"model":"m\u0041","messages":[{"role":"user","content":"a"}],"stream_options":{"include_usage":false,"x":1},"stream":true}`)
+	// Names written with escapes are the names every parser reads.
+	f.Add(`{"model":"m","messages":[{"role":"user","content":"a"}],"max\u005ftokens":9000,"st\u006fp":"q"}`)
+	f.Add(`{"model":"m","mod\u0065l":"big","messages":[{"role":"user","content":"a"}]}`)
 	c := configs.Client{Model: "mm", MaxTokens: 5, Stop: []string{"a", "z"}, StreamUsage: true}
 	f.Fuzz(func(t *testing.T, body string) {
 		var r request
@@ -313,7 +327,18 @@ func FuzzUpstreamBody(f *testing.F) {
 			}
 		}
 		if string(after["model"]) != `"mm"` {
-			t.Fatalf("model not rewritten: %s", after["model"])
+			t.Fatalf("model not rewritten: %s\nin:  %s\nout: %s", after["model"], body, out)
+		}
+		// What the upstream reads keeps the client's limit and stops.
+		for _, k := range []string{"max_tokens", "max_completion_tokens"} {
+			var n float64
+			if json.Unmarshal(after[k], &n) == nil && n > 5 {
+				t.Fatalf("%s %v past the client's 5\nin:  %s\nout: %s", k, n, body, out)
+			}
+		}
+		var stops []string
+		if json.Unmarshal(after["stop"], &stops) != nil || !slices.Contains(stops, "a") || !slices.Contains(stops, "z") {
+			t.Fatalf("stop %s lacks the client's\nin:  %s\nout: %s", after["stop"], body, out)
 		}
 	})
 }

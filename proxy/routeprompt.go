@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/valyala/fastjson"
+import (
+	"github.com/valyala/fastjson"
+
+	"github.com/gptapi/gptapi/internal/jsonw"
+)
 
 // The prefix strategy's only views of the parsed request (route.go).
 
@@ -12,8 +16,9 @@ func (r *request) promptMessages() *fastjson.Value { return r.messages }
 // caller sent it, or nil. dst is scratch the text may be written to; the
 // grown scratch is returned for reuse.
 func (r *request) promptMember(name string, dst []byte) (val, scratch []byte) {
+	var kb [32]byte
 	for i := range r.members {
-		if string(r.members[i].Key) == name {
+		if string(jsonw.Key(&kb, r.members[i].Key)) == name {
 			return r.members[i].Val, dst
 		}
 	}

@@ -209,7 +209,7 @@ func (rw *Rewriter) walk(p []byte) bool {
 		if ke < 0 {
 			return false
 		}
-		key := keyOf(&kb, p[i+1:ke-1])
+		key := jsonw.Key(&kb, p[i+1:ke-1])
 		i = skipSpace(p, ke)
 		if i >= len(p) || p[i] != ':' {
 			return false
@@ -332,7 +332,7 @@ func (rw *Rewriter) walkChoice(p []byte, i int, pos int64) int {
 		if ke < 0 {
 			return -1
 		}
-		key := keyOf(&kb, p[i+1:ke-1])
+		key := jsonw.Key(&kb, p[i+1:ke-1])
 		i = skipSpace(p, ke)
 		if i >= len(p) || p[i] != ':' {
 			return -1
@@ -408,7 +408,7 @@ func walkDelta(p []byte, i int) (int, span, bool) {
 		if ke < 0 {
 			return -1, content, false
 		}
-		key := keyOf(&kb, p[i+1:ke-1])
+		key := jsonw.Key(&kb, p[i+1:ke-1])
 		i = skipSpace(p, ke)
 		if i >= len(p) || p[i] != ':' {
 			return -1, content, false
