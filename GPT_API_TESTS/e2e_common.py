@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import threading
 import time
 
@@ -123,3 +124,21 @@ def messages_of(mock):
     rec = mock.last("/chat/completions")
     ensure(isinstance(rec.json, dict), "upstream body is not JSON: %s" % short(rec.body))
     return rec.json.get("messages")
+
+
+def read_to_end(c, quiet):
+    """What c receives until the peer closes it (ended) or quiet seconds
+    pass without a byte. A reset counts as closed: gptapi closed with bytes
+    of ours unread."""
+    data = b""
+    c.settimeout(quiet)
+    try:
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return data, True
+            data += b
+    except socket.timeout:
+        return data, False
+    except OSError:
+        return data, True

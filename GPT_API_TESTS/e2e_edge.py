@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from e2e_common import expect_error, expect_status, metric_values, parallel
+from e2e_common import expect_error, expect_status, metric_values, parallel, read_to_end
 from e2e_infra import (CheckFail, client, ensure, eq, free_port, http_request, short,
                        wait_until)
 from e2e_mock import Json, chat_answer
@@ -469,6 +469,34 @@ def caller_group(R):
         return "after the flood: %s" % got
 
 
+    esc_gw = R.gateway("edge-escaped-names", {"openai_clients": [
+        client("capped", mk, ["m"], max_tokens=100, stop=["<|im_end|>"])]})
+
+    @R.check("edge.escaped_field_names_are_the_fields")
+    def _():
+        # JSON lets a caller write max_tokens as "max\u005ftokens"; every
+        # upstream's parser reads it as max_tokens, so gptapi must too, or
+        # the clamp, the stops, the routed model and the answer's framing
+        # are one escape away from what gptapi decided.
+        gw = esc_gw
+        gw.ensure()
+        msgs = b'"messages":[{"role":"user","content":"hi"}]'
+        r = http_request(gw.port, "POST", "/v1/chat/completions",
+                         b'{"model":"m",' + msgs + b',"max\\u005ftokens":9000,"st\\u006fp":"zzz"}')
+        expect_status(r, 200)
+        sent = mk.last("/chat/completions").json
+        eq(sent.get("max_tokens"), 100, "max_tokens as the upstream reads it")
+        eq(sent.get("stop"), ["zzz", "<|im_end|>"], "stop as the upstream reads it")
+        for dup in (b'"model":"m","mod\\u0065l":"other",', b'"model":"m","\\u006dodel":"m",'):
+            r = http_request(gw.port, "POST", "/v1/chat/completions", b"{" + dup + msgs + b"}")
+            e = expect_error(r, 400, "invalid_request_error")
+            ensure("'model' appears more than once" in e["message"], "message: %s" % e["message"])
+        r = http_request(gw.port, "POST", "/v1/chat/completions", b'{"mod\\u0065l":"m","str\\u0065am":true,' + msgs + b"}")
+        expect_status(r, 200)
+        ensure((r.header("Content-Type") or "").startswith("text/event-stream") and r.body.rstrip().endswith(b"data: [DONE]"),
+               "an escaped stream flag: %s %r" % (r.header("Content-Type"), r.body[-80:]))
+        eq(mk.last("/chat/completions").json.get("stream_options"), {"include_usage": True}, "stream_options sent")
+
     slow_gw = R.gateway("edge-slow-callers", {"server": {"read_timeout": "1s"},
                                               "openai_clients": [client("edge", mk, ["m"])]})
 
@@ -493,7 +521,7 @@ def caller_group(R):
                         c.sendall(bytes([b]))
                     except OSError:
                         break
-                got, closed = _read_until_closed(c, 5)
+                got, closed = read_to_end(c, 5)
                 return time.monotonic() - t0, got, closed
         starts = [0, len(head) // 2, len(head), len(head) + 5] * 4
         for res, start in zip(parallel(16, starts, slow, 60), starts):
@@ -504,19 +532,6 @@ def caller_group(R):
             ensure(b'"code":"request_timeout"' in got, "408 body: %r" % got[:300])
             ensure(took < 4, "cut after %.1fs with read_timeout 1s" % took)
         healthy(gw)
-
-
-def _read_until_closed(c, timeout):
-    c.settimeout(timeout)
-    got = b""
-    try:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return got, True
-            got += b
-    except OSError:
-        return got, False
 
 
 # ------------------------------------------------------------------ disk

@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from e2e_common import metric_values
+from e2e_common import metric_values, read_to_end
 from e2e_infra import CheckFail, client, deep_merge, ensure, eq, free_port, http_request, wait_until
 from e2e_mock import Cut, Fail, Hold, Json, Pieces, Raw, Sse, Stall, chat_answer, chat_chunks
 
@@ -735,24 +735,6 @@ def _raw_request(r, i):
     return line + hs + b"\r\n" + body + tail, expect
 
 
-def _read_to_end(c, quiet):
-    """What c receives until the peer closes it (ended) or quiet seconds
-    pass without a byte. A reset counts as closed: gptapi closed with bytes
-    of ours unread."""
-    data = b""
-    c.settimeout(quiet)
-    try:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return data, True
-            data += b
-    except socket.timeout:
-        return data, False
-    except OSError:
-        return data, True
-
-
 def _responses(data):
     """The HTTP responses in data: [(status, headers, body)], and the bytes
     left over that do not make a whole response."""
@@ -829,7 +811,7 @@ def raw_group(R):
                         c.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
-                data, ended = _read_to_end(c, 4 if shut else 2)
+                data, ended = read_to_end(c, 4 if shut else 2)
             return i, raw, shut, data, ended
         with ThreadPoolExecutor(8) as ex:
             got = list(ex.map(send, [(i, raw, r.random() < 0.8) for i, (raw, _) in reqs]))
@@ -970,7 +952,7 @@ def garbage_group(R):
             with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as c:
                 c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                           b"X-Request-Id: %s\r\nContent-Length: %d\r\n\r\n%s" % (tok.encode(), len(body), body))
-                data, ended = _read_to_end(c, 6)
+                data, ended = read_to_end(c, 6)
             return i, tok, stream, data, ended
         with ThreadPoolExecutor(6) as ex:
             got = list(ex.map(send, reqs))

@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/testlog"
 )
 
 // waitFor bounds every wait for a reload: the contract is one second.
@@ -25,30 +26,12 @@ func clientsYAML(listen string, names ...string) string {
 	return sb.String()
 }
 
-// syncBuffer is a log destination safe for the watcher's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (sb *syncBuffer) Write(p []byte) (int, error) {
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	return sb.b.Write(p)
-}
-
-func (sb *syncBuffer) String() string {
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	return sb.b.String()
-}
-
 type watched struct {
 	path    string
 	w       *Watcher
 	applied chan *Config
 	results chan bool
-	log     *syncBuffer
+	log     *testlog.Buffer
 }
 
 // newWatched writes text, starts a watcher on it and stops it at cleanup.
@@ -58,7 +41,7 @@ func newWatched(t *testing.T, text string, start bool) *watched {
 		path:    writeConfig(t, text),
 		applied: make(chan *Config, 16),
 		results: make(chan bool, 16),
-		log:     &syncBuffer{},
+		log:     &testlog.Buffer{},
 	}
 	x.w = &Watcher{
 		Path:   x.path,

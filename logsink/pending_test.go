@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/testlog"
 )
 
 // failSpill makes every write to a spill file fail as a full disk does,
@@ -48,7 +50,7 @@ func TestDiskFullBoundsMemory(t *testing.T) {
 	o := testOptions(t)
 	o.QueueSize, o.BatchSize = 16, 8
 	o.MaxPendingBytes = 4 << 20
-	var logs syncBuffer
+	var logs testlog.Buffer
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := Open(o)
 	if err != nil {
@@ -150,7 +152,7 @@ func TestStuckBatchSpilled(t *testing.T) {
 	o := testOptions(t)
 	o.WriteTimeout = 300 * time.Millisecond
 	o.BatchSize = 10
-	o.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+	o.Logger = slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil))
 	s, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +181,7 @@ func TestCloseNow(t *testing.T) {
 	for _, how := range []string{"CloseNow", "CloseContext", "CloseNow during Close"} {
 		t.Run(how, func(t *testing.T) {
 			o := testOptions(t)
-			o.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+			o.Logger = slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil))
 			s, err := Open(o)
 			if err != nil {
 				t.Fatal(err)

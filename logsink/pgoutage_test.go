@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/testlog"
 )
 
 const pgPassword = "s3cret-pw"
@@ -43,7 +45,7 @@ func TestPGDownAtStart(t *testing.T) {
 	p := startPG(t)
 	o := pgOptions(t, p)
 	o.QueueSize, o.WriteTimeout = 100, time.Second
-	var logs syncBuffer
+	var logs testlog.Buffer
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	p.stop(t, "fast")
 	s, err := Open(o)
@@ -79,7 +81,7 @@ func TestPGDownMidBurst(t *testing.T) {
 	p := startPG(t)
 	o := pgOptions(t, p)
 	o.QueueSize, o.WriteTimeout = 256, time.Second
-	o.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+	o.Logger = slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil))
 	s, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +183,7 @@ func TestPGCommitInDoubt(t *testing.T) {
 	k := newCommitKiller(t, fmt.Sprintf("127.0.0.1:%d", p.port))
 	o.DSN = strings.Replace(o.DSN, fmt.Sprintf(":%d/", p.port), fmt.Sprintf(":%d/", k.ln.Addr().(*net.TCPAddr).Port), 1)
 	o.BatchSize = 100
-	var logs syncBuffer
+	var logs testlog.Buffer
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := Open(o)
 	if err != nil {
@@ -334,7 +336,7 @@ func TestPGPasswordNeverShown(t *testing.T) {
 	o.Driver, o.Path = DriverPostgres, ""
 	o.DSN = fmt.Sprintf("postgres://u:%s@127.0.0.1:%d/db?sslmode=disable&connect_timeout=1", pgPassword, freePort(t))
 	o.WriteTimeout = 200 * time.Millisecond
-	var logs syncBuffer
+	var logs testlog.Buffer
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := Open(o)
 	if err != nil {

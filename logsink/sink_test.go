@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/testlog"
 )
 
 func TestSinkColumns(t *testing.T) {
@@ -604,29 +606,11 @@ func failInserts(t *testing.T, path string) (heal func()) {
 	}
 }
 
-// syncBuffer is a log destination safe for the writer goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (sb *syncBuffer) Write(p []byte) (int, error) {
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	return sb.b.Write(p)
-}
-
-func (sb *syncBuffer) String() string {
-	sb.mu.Lock()
-	defer sb.mu.Unlock()
-	return sb.b.String()
-}
-
 // A failing batch is kept and retried, not dropped, and the failure is
 // logged once per interval, not once per attempt or record.
 func TestFailingBatchRetried(t *testing.T) {
 	o := testOptions(t)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	s, err := Open(o)
 	if err != nil {
@@ -661,7 +645,7 @@ func TestFailingBatchRetried(t *testing.T) {
 // files, Close says so, and the next Open writes them.
 func TestCloseKeepsRecordsOfFailingDatabase(t *testing.T) {
 	o := testOptions(t)
-	o.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+	o.Logger = slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil))
 	s, err := Open(o)
 	if err != nil {
 		t.Fatal(err)

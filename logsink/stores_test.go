@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/testlog"
 )
 
 // storeKind is one of the two stores behind the writer, as the table tests
@@ -103,7 +105,7 @@ func TestStoreGuarantees(t *testing.T) {
 		// every record is written once
 		{"failingRetried", func(t *testing.T, k storeKind) {
 			o := k.opts(t)
-			var logs syncBuffer
+			var logs testlog.Buffer
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			s, err := Open(o)
 			if err != nil {
@@ -133,7 +135,7 @@ func TestStoreGuarantees(t *testing.T) {
 		// the next Open writes them
 		{"closeWhileFailing", func(t *testing.T, k storeKind) {
 			o := k.opts(t)
-			o.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+			o.Logger = slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil))
 			s, err := Open(o)
 			if err != nil {
 				t.Fatal(err)
@@ -159,7 +161,7 @@ func TestStoreGuarantees(t *testing.T) {
 		// the second signal: CloseNow does not wait for the database
 		{"closeNow", func(t *testing.T, k storeKind) {
 			o := k.opts(t)
-			o.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+			o.Logger = slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil))
 			s, err := Open(o)
 			if err != nil {
 				t.Fatal(err)
@@ -190,7 +192,7 @@ func TestStoreGuarantees(t *testing.T) {
 		{"spillReplayWhileRunning", func(t *testing.T, k storeKind) {
 			o := k.opts(t)
 			o.QueueSize, o.BatchSize = 1, 1
-			o.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+			o.Logger = slog.New(slog.NewTextHandler(&testlog.Buffer{}, nil))
 			s, err := Open(o)
 			if err != nil {
 				t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/internal/testlog"
 )
 
 // failingListener fails its first fails Accepts as a process out of file
@@ -34,29 +34,12 @@ func (l *failingListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // Accept errors other than the listener's close (EMFILE: a flood of
 // connections past the file descriptor limit) are waited out, logged once,
 // and the gateway goes on serving; fasthttp alone would end Serve at the
 // first. Shutdown still ends Serve.
 func TestAcceptErrorsWaitedOut(t *testing.T) {
-	var log lockedBuffer
+	var log testlog.Buffer
 	s, err := New(testConfig(), &captureSink{}, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
