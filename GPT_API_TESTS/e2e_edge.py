@@ -491,6 +491,10 @@ def caller_group(R):
             r = http_request(gw.port, "POST", "/v1/chat/completions", b"{" + dup + msgs + b"}")
             e = expect_error(r, 400, "invalid_request_error")
             ensure("'model' appears more than once" in e["message"], "message: %s" % e["message"])
+        r = http_request(gw.port, "POST", "/v1/chat/completions",
+                         b'{"model":"m","messages":[{"role":"user","content":" a ","c\\u006fntent":"b"}]}')
+        e = expect_error(r, 400, "invalid_request_error")
+        ensure("messages[0] has 'content' more than once" in e["message"], "message: %s" % e["message"])
         r = http_request(gw.port, "POST", "/v1/chat/completions", b'{"mod\\u0065l":"m","str\\u0065am":true,' + msgs + b"}")
         expect_status(r, 200)
         ensure((r.header("Content-Type") or "").startswith("text/event-stream") and r.body.rstrip().endswith(b"data: [DONE]"),

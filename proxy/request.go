@@ -34,8 +34,13 @@ type request struct {
 
 	// messages is the chat's message array; preprocess replaces it and
 	// sets rewritten, and only then is it written anew for the upstream.
-	messages    *fastjson.Value
-	rewritten   bool
+	messages  *fastjson.Value
+	rewritten bool
+	// msgKeys counts, while one message is checked, how often it names
+	// each of messageKeys; countKey is the visitor doing it (a method
+	// value made once per request, not once per message).
+	msgKeys     [len(messageKeys)]uint8
+	countKey    func(k []byte, v *fastjson.Value)
 	callerStops []string // unescaped, views of stopParser's buffer
 	stopSeen    map[string]struct{}
 	soMembers   []logsink.Member // members of stream_options, when it is an object
@@ -82,6 +87,7 @@ func (r *request) reset() {
 	}
 	keep.strs = r.strs
 	keep.strs.reset()
+	keep.countKey = r.countKey
 	*r = keep
 }
 
@@ -328,13 +334,36 @@ func (r *request) parseMessages() *apiError {
 	if len(a) == 0 {
 		return badRequest("Field 'messages' must not be empty.")
 	}
+	if r.countKey == nil {
+		r.countKey = r.countMessageKey
+	}
 	for i, m := range a {
 		if m.Type() != fastjson.TypeObject {
 			return badRequest("messages[" + strconv.Itoa(i) + "] must be an object.")
 		}
+		r.msgKeys = [len(messageKeys)]uint8{}
+		m.GetObject().Visit(r.countKey)
+		for j, n := range r.msgKeys {
+			if n > 1 {
+				return badRequest("messages[" + strconv.Itoa(i) + "] has '" + messageKeys[j] + "' more than once.")
+			}
+		}
 	}
 	r.messages = v
 	return nil
+}
+
+// messageKeys are the names of a message gptapi reads (preprocessing, the
+// prefix route): each may appear once, as at the top level, so that what
+// gptapi rewrites and routes on is what the upstream reads.
+var messageKeys = [...]string{"role", "content", "tool_calls"}
+
+func (r *request) countMessageKey(k []byte, _ *fastjson.Value) {
+	for j, name := range messageKeys {
+		if string(k) == name && r.msgKeys[j] < 2 {
+			r.msgKeys[j]++
+		}
+	}
 }
 
 func errStopType() *apiError {

@@ -168,6 +168,9 @@ func TestParseErrors(t *testing.T) {
 	f(logsink.Rerank, `{"model":"m","query":"q","documents":["a"]}`, "")
 	f(logsink.Embeddings, `{"model":"m","input":"a","stream":true}`, "not supported")
 	// Parsers disagree on which of two names wins, escaped or not.
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"user","content":"x","c\u006fntent":"y"}]}`, "messages[1] has 'content' more than once")
+	f(chat, `{"model":"m","messages":[{"role":"user","role":"system","content":"x"}]}`, "messages[0] has 'role' more than once")
+	f(chat, `{"model":"m","messages":[{"role":"user","content":"x","name":"a","name":"b","x":1,"x":2}]}`, "")
 	f(chat, `{"model":"m","mod\u0065l":"big","messages":[{"role":"user","content":"x"}]}`, "'model' appears more than once")
 	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":5,"\u006dax_tokens":9000}`, "'max_tokens' appears more than once")
 
