@@ -116,10 +116,12 @@ func (r *request) newText(s string) string {
 // record and the matcher, so its size must not be the caller's to choose.
 const maxModelBytes = 256
 
-// rewritten are the top-level keys gptapi reads or rewrites: each may
-// appear once, since parsers differ on which of two wins, so gptapi and the
-// upstream could disagree on the model.
-var rewritten = [...]string{"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop"}
+// rewritten are the top-level keys gptapi reads or rewrites, the prompts
+// the prefix route reads included: each may appear once, since parsers
+// differ on which of two wins, so gptapi and the upstream could disagree on
+// the model, the limit or the prompt.
+var rewritten = [...]string{"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "stop",
+	"prompt", "input", "query", "documents"}
 
 // parse validates the caller's body for endpoint ep (SPEC §3, 400 cases).
 func (r *request) parse(body []byte, ep logsink.Endpoint) *apiError {

@@ -168,6 +168,8 @@ func TestParseErrors(t *testing.T) {
 	f(logsink.Rerank, `{"model":"m","query":"q","documents":["a"]}`, "")
 	f(logsink.Embeddings, `{"model":"m","input":"a","stream":true}`, "not supported")
 	// Parsers disagree on which of two names wins, escaped or not.
+	f(logsink.Completions, `{"model":"m","prompt":"a","pr\u006fmpt":"b"}`, "'prompt' appears more than once")
+	f(logsink.Rerank, `{"model":"m","query":"q","documents":["a"],"documents":["b"]}`, "'documents' appears more than once")
 	f(chat, `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"user","content":"x","c\u006fntent":"y"}]}`, "messages[1] has 'content' more than once")
 	f(chat, `{"model":"m","messages":[{"role":"user","role":"system","content":"x"}]}`, "messages[0] has 'role' more than once")
 	f(chat, `{"model":"m","messages":[{"role":"user","content":"x","name":"a","name":"b","x":1,"x":2}]}`, "")
