@@ -147,7 +147,7 @@ func Open(o Options) (*Sink, error) {
 		if err != nil {
 			return nil, err
 		}
-		sq.storeBodies = o.StoreBodies
+		sq.storeBodies, sq.log = o.StoreBodies, o.Logger.Warn
 		if sq.mon != now {
 			old := sq.mon
 			name, err := sq.rotate(now)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"io/fs"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -133,6 +134,8 @@ type sqliteStore struct {
 	db          *sql.DB // nil after a rotation could not open the fresh file
 	ins         *insertThread
 	mon         month
+	file        os.FileInfo // of path when opened: another file there means ours was removed
+	log         func(msg string, args ...any)
 }
 
 var _ store = (*sqliteStore)(nil)
@@ -153,7 +156,11 @@ func openStore(path, node string, now month) (*sqliteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
 	}
+	file, err := f.Stat()
 	_ = f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("cannot open %s: %w", path, err)
+	}
 	db, err := sql.Open("sqlite3", path+dsnParams)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
@@ -161,7 +168,7 @@ func openStore(path, node string, now month) (*sqliteStore, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	st := &sqliteStore{path: path, node: node, db: db}
+	st := &sqliteStore{path: path, node: node, db: db, file: file, log: func(string, ...any) {}}
 	if err := st.init(now); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("cannot open %s: %w", path, err)
@@ -241,13 +248,22 @@ const maxKeptBatch = 16 << 20
 
 // insert writes rows in one transaction, on the insert thread.
 func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
+	if st.db != nil && st.removed() {
+		// Someone deleted or replaced the file (to start afresh, or by
+		// a rotation of their own): records written on would go to a
+		// file no one can open. Its last records are in it already.
+		st.log("request log file was removed or replaced; writing to a new one", "file", st.path)
+		_ = st.close()
+		st.db = nil
+	}
 	if st.db == nil {
-		// A rotation could not open the fresh file; try again.
+		// A rotation could not open the fresh file, or ours was removed;
+		// open one at path.
 		fresh, err := openStore(st.path, st.node, st.mon)
 		if err != nil {
 			return err
 		}
-		fresh.storeBodies = st.storeBodies
+		fresh.storeBodies, fresh.log = st.storeBodies, st.log
 		*st = *fresh
 	}
 	buf := st.ins.buf[:0]
@@ -260,6 +276,13 @@ func (st *sqliteStore) insert(ctx context.Context, rows []row) error {
 		st.ins.buf = buf
 	}
 	return err
+}
+
+// removed reports whether path no longer names the file opened: a stat
+// per batch.
+func (st *sqliteStore) removed() bool {
+	fi, err := os.Stat(st.path)
+	return errors.Is(err, fs.ErrNotExist) || err == nil && !os.SameFile(fi, st.file)
 }
 
 // close checkpoints the WAL into the file and closes it, so that the file
@@ -303,7 +326,7 @@ func (st *sqliteStore) rotate(now month) (string, error) {
 		st.db = nil // insert tries again
 		return "", err
 	}
-	fresh.storeBodies = st.storeBodies
+	fresh.storeBodies, fresh.log = st.storeBodies, st.log
 	*st = *fresh
 	if renameErr != nil {
 		return "", fmt.Errorf("cannot rotate %s to %s: %w", st.path, dst, renameErr)

@@ -5,11 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gptapi/gptapi/internal/testlog"
 )
 
 // TestFilePages: a new file gets 16 KiB pages and WAL; a file written with
@@ -224,5 +229,50 @@ func TestInsertKeepsOnlySmallBatches(t *testing.T) {
 	}
 	if c := cap(st.ins.buf); c > maxKeptBatch {
 		t.Fatalf("a batch of %d bytes kept after the insert", c)
+	}
+}
+
+// A database file someone deletes, or replaces with another, while gptapi
+// runs is followed: the records after it go to a new file at the path, not
+// to one no one can open, and the writer says so once.
+func TestRemovedFileReopened(t *testing.T) {
+	for _, how := range []string{"deleted", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			o := testOptions(t)
+			var logs testlog.Buffer
+			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			s, err := Open(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				s.Put(smallRecord(AcquireRecord(), fmt.Sprint("before-", i), 1))
+			}
+			waitFor(t, "the first records", func() bool { return s.Written() == 5 })
+			for _, sfx := range []string{"", "-wal", "-shm"} {
+				if err := os.Remove(o.Path + sfx); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal(err)
+				}
+			}
+			if how == "replaced" {
+				if err := os.WriteFile(o.Path, nil, 0o600); err != nil { // an empty file is an empty database to SQLite
+					t.Fatal(err)
+				}
+			}
+			for i := range 7 {
+				s.Put(smallRecord(AcquireRecord(), fmt.Sprint("after-", i), 1))
+			}
+			waitFor(t, "the later records", func() bool { return s.Written() == 12 })
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ids := requestIDs(t, o.Path)
+			if len(ids) != 7 {
+				t.Fatalf("the file at the path holds %v, want the 7 records written after it was %s", ids, how)
+			}
+			if n := strings.Count(logs.String(), "request log file was removed or replaced"); n != 1 {
+				t.Errorf("%d warnings, want 1:\n%s", n, logs.String())
+			}
+		})
 	}
 }
