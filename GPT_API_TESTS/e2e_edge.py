@@ -501,6 +501,26 @@ def caller_group(R):
                "an escaped stream flag: %s %r" % (r.header("Content-Type"), r.body[-80:]))
         eq(mk.last("/chat/completions").json.get("stream_options"), {"include_usage": True}, "stream_options sent")
 
+    del_gw = R.gateway("edge-deleted-db", {"openai_clients": [client("edge", mk, ["m"])]})
+
+    @R.check("edge.deleted_database_file_followed")
+    def _():
+        # An operator deletes the request log to start afresh while gptapi
+        # runs: the records after it land in a new file at the path.
+        gw = del_gw
+        gw.ensure()
+        expect_status(gw.chat("m", headers={"X-Request-Id": "edge-del-before"}), 200)
+        ensure(gw.row("edge-del-before") is not None, "no record before the delete")
+        for sfx in ("", "-wal", "-shm"):
+            if os.path.exists(gw.db_path + sfx):
+                os.remove(gw.db_path + sfx)
+        for i in range(5):
+            expect_status(gw.chat("m", headers={"X-Request-Id": "edge-del-after-%d" % i}), 200)
+        for i in range(5):
+            ensure(gw.row("edge-del-after-%d" % i) is not None, "no record %d in a file at %s after the delete" % (i, gw.db_path))
+        log = open(gw.log_path, errors="replace").read()
+        eq(log.count("request log file was removed or replaced"), 1, "warnings")
+
     slow_gw = R.gateway("edge-slow-callers", {"server": {"read_timeout": "1s"},
                                               "openai_clients": [client("edge", mk, ["m"])]})
 
