@@ -89,10 +89,9 @@ func (s *Scanner) resetScan() {
 
 // Next returns the next event. At the end of the stream a final event that
 // lacks its blank line is returned with a nil error and Cut set, then
-// io.EOF. A read error
-// other than io.EOF is returned after the complete events before it; a
-// partial event before such an error is dropped, because relaying half an
-// event would hand the caller broken JSON.
+// io.EOF. A read error other than io.EOF is returned after the complete
+// events before it; a partial event before such an error is dropped,
+// because relaying half an event would hand the caller broken JSON.
 func (s *Scanner) Next() (Event, error) {
 	s.start += s.consumed
 	s.consumed = 0

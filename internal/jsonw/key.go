@@ -23,8 +23,8 @@ func Key(buf *[32]byte, raw []byte) []byte {
 }
 
 // unquoteKey decodes the JSON string escapes in raw, appending to dst. It
-// gives up (false) when the result would not fit dst's capacity, since every
-// key the rewriter looks for is short.
+// gives up (false) on an escape that is not JSON, or when the result would
+// not fit dst's capacity (see Key).
 func unquoteKey(dst, raw []byte) ([]byte, bool) {
 	for i := 0; i < len(raw); {
 		c := raw[i]
