@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/gptapi/gptapi/logsink"
 )
 
 // bufferedBody is a chunked body reader in the given state over buf, all of
@@ -115,14 +117,10 @@ func heldStream(t *testing.T) (body *bodyReader, end func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(req)
-	req.SetRequestURI(up.uris[0])
-	req.Header.SetHost(up.hostHeader)
-	req.Header.SetMethod("POST")
 	var conn heldConn
 	var hdr fasthttp.ResponseHeader
-	if err := conn.start(up.streamPool, req, &hdr, time.Time{}); err != nil {
+	head := append(up.heads[logsink.Chat], "Content-Length: 0\r\n\r\n"...)
+	if err := conn.start(up.streamPool, head, nil, &hdr, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	body = new(bodyReader)

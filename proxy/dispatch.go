@@ -144,40 +144,48 @@ func (x *exchange) abandon(ctx *fasthttp.RequestCtx, why error) {
 	x.fail(ctx, errLeft)
 }
 
-// prepare fills the upstream request of one attempt.
-func (x *exchange) prepare(req *fasthttp.Request, up *upstream, model []byte) {
-	req.Header.SetMethod(fasthttp.MethodPost)
-	req.SetRequestURI(up.uris[x.req.endpoint])
-	req.Header.SetHost(up.hostHeader)
-	req.Header.SetContentType("application/json")
-	// Answers are read, rewritten and recorded as text (SPEC §3 limits).
-	req.Header.Set(fasthttp.HeaderAcceptEncoding, "identity")
-	switch {
-	case up.auth != "":
-		req.Header.Set(fasthttp.HeaderAuthorization, up.auth)
-	case len(x.key) > 0 && len(x.st.authKeys) == 0:
-		// With auth.keys set the caller's key is gptapi's own: never sent
-		// upstream (SPEC §3).
-		x.auth = append(append(x.auth[:0], bearerPrefix...), x.key...)
-		req.Header.SetBytesV(fasthttp.HeaderAuthorization, x.auth)
-	}
-	for k, v := range up.cfg.Headers {
-		req.Header.Set(k, v)
-	}
+// prepare writes the request for up into x.upReq: up's head for the
+// endpoint, the caller's key where up sends no key of its own (SPEC §3:
+// with auth.keys set the caller's key is gptapi's own and never sent),
+// Content-Length and the body as rewritten for up, which x.upBody keeps
+// for the record. A body past oneWrite stays in x.upBody alone and goes in
+// a write of its own.
+func (x *exchange) prepare(up *upstream, model []byte) {
 	x.upBody = x.req.appendUpstreamBody(x.upBody[:0], up.cfg, model)
-	req.SetBodyRaw(x.upBody)
+	r := append(x.upReq[:0], up.heads[x.req.endpoint]...)
+	if !up.ownAuth && len(x.key) > 0 && len(x.st.authKeys) == 0 {
+		r = append(append(append(r, "Authorization: "...), bearerPrefix...), x.key...)
+		r = append(r, "\r\n"...)
+	}
+	r = append(fasthttp.AppendUint(append(r, "Content-Length: "...), len(x.upBody)), "\r\n\r\n"...)
+	if len(x.upBody) <= oneWrite {
+		r = append(r, x.upBody...)
+	}
+	x.upReq = r
+}
+
+// oneWrite is the largest body copied behind its head so that a request
+// leaves in one write: an upstream woken by the head alone would wake again
+// for the body.
+const oneWrite = 64 << 10
+
+// upRequest is the request prepare wrote: the head (with the body when it
+// fits) and the body when it goes on its own.
+func (x *exchange) upRequest() (head, body []byte) {
+	if len(x.upBody) <= oneWrite {
+		return x.upReq, nil
+	}
+	return x.upReq, x.upBody
 }
 
 // tryPlain is one non-streaming attempt. On success the answer is in ctx.
 func (x *exchange) tryPlain(ctx *fasthttp.RequestCtx, up *upstream, model []byte) *attemptError {
-	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	x.prepare(req, up, model)
+	x.prepare(up, model)
 
 	t0 := time.Now()
-	err := x.roundTrip(up, req, resp, t0.Add(x.st.cfg.Check.RequestTimeout))
+	err := x.roundTrip(up, resp, t0.Add(x.st.cfg.Check.RequestTimeout))
 	wait := time.Since(t0)
 	x.upWait += wait
 	if err != nil || x.cancelledWith() != nil {
@@ -242,15 +250,16 @@ func (x *exchange) rewriteAnswer(dst []byte, up *upstream, status int, body []by
 	return out, ok
 }
 
-// roundTrip sends req on a connection of up's pool it holds, where the
+// roundTrip sends the prepared request on a connection of up's pool it holds, where the
 // watcher can close it, and reads the whole answer into resp, within
 // max_response_bytes (readAnswer). A pooled connection the upstream closed
 // while idle fails before any byte of an answer: that request never ran,
 // so it is sent once more on a fresh connection (neverRan).
-func (x *exchange) roundTrip(up *upstream, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
+func (x *exchange) roundTrip(up *upstream, resp *fasthttp.Response, deadline time.Time) error {
 	c := &x.conn
+	head, body := x.upRequest()
 	for attempt := 0; ; attempt++ {
-		err := c.send(up.plainPool, req, deadline)
+		err := c.send(up.plainPool, head, body, deadline)
 		writing := err != nil
 		if err == nil {
 			if err = x.hold(c); err == nil {

@@ -28,10 +28,10 @@ type exchange struct {
 	parser fastjson.Parser
 	arena  fastjson.Arena
 	upBody []byte
+	upReq  []byte // the request sent upstream (prepare)
 	cands  []int
 	seen   []string // models routed on, for fallback cycles
 	key    []byte   // caller's bearer key; points into the request headers
-	auth   []byte   // "Bearer <caller key>"
 	scr    []byte
 	// rec is the request's record and out how the exchange went, which
 	// finish writes into it. relayed: a stream took both along; it
@@ -81,9 +81,12 @@ func (x *exchange) reset() {
 	x.rt.reset()
 	x.out.reset()
 	x.s, x.st, x.rec, x.key, x.relayed, x.upWait = nil, nil, nil, nil, false, 0
-	x.upBody, x.cands, x.auth, x.scr = x.upBody[:0], x.cands[:0], x.auth[:0], x.scr[:0]
+	x.upBody, x.upReq, x.cands, x.scr = x.upBody[:0], x.upReq[:0], x.cands[:0], x.scr[:0]
 	if cap(x.upBody) > maxKeptText {
 		x.upBody = nil
+	}
+	if cap(x.upReq) > maxKeptText {
+		x.upReq = nil
 	}
 	if cap(x.scr) > maxKeptText {
 		x.scr = nil

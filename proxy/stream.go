@@ -88,12 +88,11 @@ func appendLimited(dst []byte, r io.Reader, max int) ([]byte, error) {
 // first event is in hand and the stream is handed to fasthttp, or when the
 // upstream's own 4xx answer was relayed.
 func (x *exchange) tryStream(ctx *fasthttp.RequestCtx, up *upstream, model []byte) *attemptError {
-	req := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(req)
-	x.prepare(req, up, model)
+	x.prepare(up, model)
 	sb := streamBodyPool.Get().(*streamBody)
 	t0 := time.Now()
-	err := sb.conn.start(up.streamPool, req, &sb.hdr, time.Time{})
+	head, body := x.upRequest()
+	err := sb.conn.start(up.streamPool, head, body, &sb.hdr, time.Time{})
 	x.upWait += time.Since(t0)
 	if err != nil {
 		putStreamBody(sb)

@@ -95,15 +95,15 @@ type heldConn struct {
 	br *bufio.Reader // the answer is read from here; from the HostClient's pool
 }
 
-// start sends req on a connection of p and reads the response header into
+// start sends a request (head, then body if not in head) on a connection of p and reads the response header into
 // hdr. The request's write and its answer are bounded by deadline (zero:
 // none but first_byte_timeout). A pooled connection the upstream closed
 // while idle fails before any byte of an answer: that request never ran,
 // so it is sent once more on a fresh connection (neverRan); every other
 // failure is the dispatch loop's to fail over.
-func (h *heldConn) start(p *upPool, req *fasthttp.Request, hdr *fasthttp.ResponseHeader, deadline time.Time) error {
+func (h *heldConn) start(p *upPool, head, body []byte, hdr *fasthttp.ResponseHeader, deadline time.Time) error {
 	for attempt := 0; ; attempt++ {
-		err := h.send(p, req, deadline)
+		err := h.send(p, head, body, deadline)
 		writing := err != nil
 		if err == nil {
 			err = readHeader(hdr, h.br)
@@ -119,8 +119,9 @@ func (h *heldConn) start(p *upPool, req *fasthttp.Request, hdr *fasthttp.Respons
 	}
 }
 
-// send takes a connection and writes req on it.
-func (h *heldConn) send(p *upPool, req *fasthttp.Request, deadline time.Time) error {
+// send takes a connection and writes a request on it: head, then body
+// unless it is empty (prepare puts a small body in head).
+func (h *heldConn) send(p *upPool, head, body []byte, deadline time.Time) error {
 	pc, err := p.conns.acquire()
 	if err != nil {
 		return err
@@ -134,12 +135,9 @@ func (h *heldConn) send(p *upPool, req *fasthttp.Request, deadline time.Time) er
 	// request is as bad as one that does not answer it, and the netpoller
 	// keeps one timer for both when they are equal.
 	if err = pc.nc.SetDeadline(deadline); err == nil {
-		bw := p.hc.AcquireWriter(pc.nc)
-		err = req.Write(bw)
-		if err == nil {
-			err = bw.Flush()
+		if _, err = pc.nc.Write(head); err == nil && len(body) > 0 {
+			_, err = pc.nc.Write(body)
 		}
-		p.hc.ReleaseWriter(bw)
 	}
 	h.br = p.hc.AcquireReader(pc.nc)
 	return err

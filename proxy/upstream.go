@@ -4,8 +4,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -27,14 +29,17 @@ type upstream struct {
 	path       string // base_url path, e.g. "/v1"
 	tls        bool
 
-	// uris are the request paths per endpoint (apis), e.g.
-	// "/v1/chat/completions".
-	uris      [len(apis)]string
+	// heads are the request line and fixed headers sent before each
+	// request's own per endpoint (apis), built once (requestHead).
+	heads     [len(apis)][]byte
 	modelsURI string
 
 	// auth is the ready "Bearer <api_key>" header value, empty when the
 	// caller's key is sent instead.
 	auth string
+	// ownAuth: the heads carry an Authorization (api_key, or one in
+	// headers), so the caller's key is never added.
+	ownAuth bool
 
 	// hc dials the upstream and pools its connections: one pool for plain
 	// answers and streams, so max_conns bounds them together, as the
@@ -66,14 +71,14 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 			up.host += ":80"
 		}
 	}
-	for ep, a := range apis {
-		if a.path != "" {
-			up.uris[ep] = up.path + a.path
-		}
-	}
 	up.modelsURI = up.path + "/models"
 	if c.KeyMode != configs.KeyModePassthrough && c.APIKey != "" {
 		up.auth = "Bearer " + c.APIKey
+	}
+	for ep, a := range apis {
+		if a.path != "" {
+			up.heads[ep], up.ownAuth = up.requestHead(up.path + a.path)
+		}
 	}
 	up.hc = up.hostClient(c, chk)
 	// fasthttp refuses a body over the limit before reading it, whether its
@@ -84,6 +89,44 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	up.plainPool = &upPool{hc: up.hc, conns: conns}
 	up.streamPool = &upPool{hc: up.hc, conns: conns, idle: chk.StreamIdleTimeout}
 	return up, nil
+}
+
+// requestHead is the request line and the headers every request to path
+// carries: Host, Content-Type, Accept-Encoding identity (answers are read,
+// rewritten and recorded as text, SPEC §3), the api_key's Authorization
+// and the client's headers, in canonical case. A header of the client's
+// replaces gptapi's of the same name, Host included; Content-Length and
+// Transfer-Encoding are left out, as the framing is gptapi's; of two
+// spellings of one name the last in byte order wins. It reports whether an
+// Authorization is among them.
+func (up *upstream) requestHead(path string) ([]byte, bool) {
+	hdrs := [][2]string{
+		{"Host", up.hostHeader},
+		{"Content-Type", "application/json"},
+		{"Accept-Encoding", "identity"},
+	}
+	if up.auth != "" {
+		hdrs = append(hdrs, [2]string{"Authorization", up.auth})
+	}
+	for _, k := range slices.Sorted(maps.Keys(up.cfg.Headers)) {
+		name := string(fasthttp.AppendNormalizedHeaderKey(nil, k))
+		if name == fasthttp.HeaderContentLength || name == fasthttp.HeaderTransferEncoding {
+			continue
+		}
+		i := slices.IndexFunc(hdrs, func(h [2]string) bool { return h[0] == name })
+		if i < 0 {
+			hdrs = append(hdrs, [2]string{name, ""})
+			i = len(hdrs) - 1
+		}
+		hdrs[i][1] = up.cfg.Headers[k]
+	}
+	head := append(append(append([]byte(nil), "POST "...), path...), " HTTP/1.1\r\n"...)
+	auth := false
+	for _, h := range hdrs {
+		head = append(append(append(append(head, h[0]...), ": "...), h[1]...), "\r\n"...)
+		auth = auth || h[0] == fasthttp.HeaderAuthorization
+	}
+	return head, auth
 }
 
 func (up *upstream) hostClient(c *configs.Client, chk *configs.Check) *fasthttp.HostClient {

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -146,5 +148,116 @@ func TestEndlessInterimAnswers(t *testing.T) {
 		if took := time.Since(start); status != 502 || took > 3*time.Second {
 			t.Fatalf("%s: status %d after %v: %s", body, status, took, answer)
 		}
+	}
+}
+
+// TestRequestSent: the bytes an upstream gets, head and body, for each way
+// a client's key and headers combine, and for a body too large to ride
+// behind its head; each arrives as one request whose Content-Length is its
+// body's.
+func TestRequestSent(t *testing.T) {
+	type sent struct{ head, body string }
+	got := make(chan sent, 1)
+	upURL := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			var head strings.Builder
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				head.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+			}
+			var req fasthttp.Request
+			if err := req.Header.Read(bufio.NewReader(strings.NewReader(head.String()))); err != nil {
+				t.Errorf("head %q: %v", head.String(), err)
+				return
+			}
+			body := make([]byte, req.Header.ContentLength())
+			if _, err := io.ReadFull(br, body); err != nil {
+				return
+			}
+			got <- sent{head.String(), string(body)}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"); err != nil {
+				return
+			}
+		}
+	})
+	host := strings.TrimSuffix(strings.TrimPrefix(upURL, "http://"), "/v1")
+	big := strings.Repeat("x", oneWrite)
+	for _, tc := range []struct {
+		name      string
+		apiKey    string
+		keyMode   string
+		headers   map[string]string
+		authKeys  []string
+		callerKey string
+		content   string
+		host      string // the Host sent, if not base_url's
+		want      string // head after the request line and Host
+	}{
+		{name: "api_key", apiKey: "sk-up", callerKey: "sk-caller",
+			want: "Content-Type: application/json\r\nAccept-Encoding: identity\r\nAuthorization: Bearer sk-up\r\n"},
+		{name: "caller's key", callerKey: "sk-caller",
+			want: "Content-Type: application/json\r\nAccept-Encoding: identity\r\nAuthorization: Bearer sk-caller\r\n"},
+		{name: "passthrough", apiKey: "sk-up", keyMode: configs.KeyModePassthrough, callerKey: "sk-caller",
+			want: "Content-Type: application/json\r\nAccept-Encoding: identity\r\nAuthorization: Bearer sk-caller\r\n"},
+		{name: "gptapi's own key is not sent", authKeys: []string{"sk-caller"}, callerKey: "sk-caller",
+			want: "Content-Type: application/json\r\nAccept-Encoding: identity\r\n"},
+		{name: "no key", want: "Content-Type: application/json\r\nAccept-Encoding: identity\r\n"},
+		{name: "client headers", apiKey: "sk-up", callerKey: "sk-caller",
+			headers: map[string]string{"x-team": "a", "X-TEAM": "b", "authorization": "Bearer cfg", "accept-encoding": "gzip",
+				"Content-Length": "5", "transfer-encoding": "chunked", "user-agent": "ua"},
+			want: "Content-Type: application/json\r\nAccept-Encoding: gzip\r\nAuthorization: Bearer cfg\r\nX-Team: a\r\nUser-Agent: ua\r\n"},
+		{name: "Host replaced", headers: map[string]string{"host": "virt.example"}, host: "virt.example",
+			want: "Content-Type: application/json\r\nAccept-Encoding: identity\r\n"},
+		{name: "body past one write", content: big,
+			want: "Content-Type: application/json\r\nAccept-Encoding: identity\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(upURL)
+			c := &cfg.Clients[0]
+			c.APIKey, c.Headers = tc.apiKey, tc.headers
+			if tc.keyMode != "" {
+				c.KeyMode = tc.keyMode
+			}
+			cfg.Auth.Keys = tc.authKeys
+			_, addr := startProxy(t, cfg, nil)
+			body := `{"model":"qwen-7b","messages":[{"role":"user","content":"` + tc.content + `hi"}]}`
+			req := fasthttp.AcquireRequest()
+			resp := fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://" + addr + "/v1/chat/completions")
+			req.Header.SetMethod("POST")
+			if tc.callerKey != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.callerKey)
+			}
+			req.SetBodyString(body)
+			if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil || resp.StatusCode() != 200 {
+				t.Fatalf("status %d, err %v: %s", resp.StatusCode(), err, resp.Body())
+			}
+			var s sent
+			select {
+			case s = <-got:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream got no whole request")
+			}
+			h := host
+			if tc.host != "" {
+				h = tc.host
+			}
+			want := "POST /v1/chat/completions HTTP/1.1\r\nHost: " + h + "\r\n" + tc.want +
+				"Content-Length: " + strconv.Itoa(len(s.body)) + "\r\n\r\n"
+			if s.head != want {
+				t.Errorf("head\n%q\nwant\n%q", s.head, want)
+			}
+			if !strings.Contains(s.body, tc.content+"hi") || !json.Valid([]byte(s.body)) {
+				t.Errorf("body %.80q... (%d bytes) is not the request's", s.body, len(s.body))
+			}
+		})
 	}
 }
