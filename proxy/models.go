@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -187,8 +189,9 @@ func fetchUpstreamModels(up *upstream, key []byte, timeout time.Duration) []byte
 	case len(key) > 0:
 		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+string(key))
 	}
-	for k, v := range up.cfg.Headers {
-		req.Header.Set(k, v)
+	// In name order, as in requestHead: of two spellings the last wins.
+	for _, k := range slices.Sorted(maps.Keys(up.cfg.Headers)) {
+		req.Header.Set(k, up.cfg.Headers[k])
 	}
 	if err := up.hc.DoTimeout(req, resp, timeout); err != nil || resp.StatusCode() != fasthttp.StatusOK {
 		return nil
