@@ -1,5 +1,6 @@
-# Whole-system benchmark (bench/run.sh): the mock upstream direct, gptapi and
-# an nginx proxy_pass baseline, side by side. Included by the top Makefile.
+# Whole-system benchmark (bench/run.sh): the mock upstream direct, gptapi, an
+# nginx proxy_pass baseline and a bare fasthttp proxy, side by side. Included
+# by the top Makefile.
 BENCH_RUNS ?= 3
 
 .PHONY: bench bench-quick

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Whole-system benchmark: the mock upstream direct, gptapi and an nginx
-# proxy_pass baseline, measured in the same run. See bench/README.md.
+# Whole-system benchmark: the mock upstream direct, gptapi, an nginx
+# proxy_pass baseline and a bare fasthttp proxy (bench/floor), measured in
+# the same run. See bench/README.md.
 #
 #   bench/run.sh              one full run, results in bench/results/
 #   bench/run.sh -runs 3      three runs: medians and min–max
@@ -8,9 +9,9 @@
 #                             correctness only; results in a temp folder
 #   bench/run.sh -keep        keep each run's folder (configs, logs, SQLite)
 #
-# Builds bin/gptapi and bin/mockllm, installs nginx and wrk from Debian
-# when missing (as root), then runs bench/harness pinned to CPU 0. Every
-# process it starts is stopped on exit, on Ctrl-C and on failure.
+# Builds bin/gptapi, bin/mockllm and bin/floor, installs nginx and wrk from
+# Debian when missing (as root), then runs bench/harness pinned to CPU 0.
+# Every process it starts is stopped on exit, on Ctrl-C and on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,6 +64,7 @@ need wrk wrk
 need taskset util-linux
 
 "$MAKE" -s build mockllm GO="$GO"
+"$GO" build -trimpath -o bin/floor ./bench/floor
 
 work=$(mktemp -d /tmp/gptapi-bench-XXXXXX)
 hp=""

@@ -265,6 +265,27 @@ func TestReportTable(t *testing.T) {
 	}
 }
 
+// TestFloorTable: the floor's table and sentence appear once it was
+// measured, with its ratios to nginx and gptapi's to it.
+func TestFloorTable(t *testing.T) {
+	r := testReport()
+	if strings.Contains(r.table(), "The floor") || strings.Contains(r.markdown("x.svg"), "The floor alone") {
+		t.Fatal("a floor that was not measured has a table")
+	}
+	// gptapi's cpu_wrk is 200/201 and nginx's 300/301 (medians 200.5, 300.5).
+	for i, rd := range r.Runs {
+		rd.set(floor, "cpu_wrk", float64(150+i))
+		rd.set(floor, "cpu_ol", float64(160+i))
+	}
+	want := "| CPU per request, saturated (wrk) | µs/req | 150 (150–151) | 200 (200–201) | 300 (300–301) | 0.50× | 1.33× |"
+	if tab := r.table(); !strings.Contains(tab, want) {
+		t.Fatalf("table lacks %q:\n%s", want, tab)
+	}
+	if md := r.markdown("x.svg"); !strings.Contains(md, "The floor alone (fasthttp with nothing of gptapi's) costs 0.50× nginx's CPU per saturated request") {
+		t.Fatalf("markdown lacks the floor's sentence:\n%s", md)
+	}
+}
+
 func TestGoals(t *testing.T) {
 	verdicts := func(r *report) string {
 		var v []string

@@ -44,6 +44,7 @@ func quickPlan() plan {
 // setup is the machine-dependent part of a run: binaries, tools, pinning.
 type setup struct {
 	gptapi, mockllm string // binaries
+	floor           string // bench/floor's binary, "" when missing
 	nginx, wrk      string // "" when missing
 	body            []byte // the chat body, from bench/wrk/chat.json
 	bodyPath        string
@@ -62,10 +63,11 @@ func run() int {
 	root := flag.String("root", ".", "repository root (for bench/wrk and bin/)")
 	gptapiBin := flag.String("gptapi", "bin/gptapi", "gptapi binary")
 	mockBin := flag.String("mockllm", "bin/mockllm", "mock upstream binary")
+	floorBin := flag.String("floor", "bin/floor", "bare fasthttp proxy binary (bench/floor); measured on plain requests when present")
 	genCPUs := flag.String("gen-cpus", "", "CPUs for the load generators, as taskset -c takes them (default: unpinned)")
 	sutCPUs := flag.String("sut-cpus", "", "CPUs for the mock and the proxies (default: unpinned)")
 	keep := flag.Bool("keep", false, "keep each run's temp folder (configs, logs, the SQLite file)")
-	skip := flag.String("skip", "", "comma-separated tools to leave out as if missing: nginx, wrk")
+	skip := flag.String("skip", "", "comma-separated tools to leave out as if missing: nginx, wrk, floor")
 	render := flag.String("render", "", "measure nothing: draw the report and chart of a saved .json again into -out")
 	useCgroup := flag.Bool("cgroup", true, "read CPU time from a cgroup v2 per target (false: from /proc/<pid>/stat)")
 	limit := flag.Duration("limit", 0, "stop everything and exit 124 after this long (0: no limit)")
@@ -85,7 +87,7 @@ func run() int {
 	if *quick {
 		p = quickPlan()
 	}
-	s, err := newSetup(*root, *gptapiBin, *mockBin, *skip)
+	s, err := newSetup(*root, *gptapiBin, *mockBin, *floorBin, *skip)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		return 2
@@ -155,7 +157,7 @@ func run() int {
 	return 0
 }
 
-func newSetup(root, gptapiBin, mockBin, skip string) (*setup, error) {
+func newSetup(root, gptapiBin, mockBin, floorBin, skip string) (*setup, error) {
 	abs := func(p string) string {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(root, p)
@@ -178,7 +180,7 @@ func newSetup(root, gptapiBin, mockBin, skip string) (*setup, error) {
 	skipped := map[string]bool{}
 	for _, tool := range strings.Split(skip, ",") {
 		switch tool = strings.TrimSpace(tool); tool {
-		case "nginx", "wrk":
+		case "nginx", "wrk", "floor":
 			skipped[tool] = true
 		case "":
 		default:
@@ -200,6 +202,9 @@ func newSetup(root, gptapiBin, mockBin, skip string) (*setup, error) {
 		return ""
 	}
 	s.nginx, s.wrk = look("nginx", "/usr/sbin/nginx"), look("wrk")
+	if st, err := os.Stat(abs(floorBin)); err == nil && !st.IsDir() && !skipped["floor"] {
+		s.floor = abs(floorBin)
+	}
 	return s, nil
 }
 

@@ -142,6 +142,32 @@ func (r *report) table() string {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(r.floorTable())
+	return b.String()
+}
+
+// floorTable sets gptapi and nginx beside the floor, a bare fasthttp proxy
+// (bench/floor), on plain requests; "" when the floor was not measured.
+func (r *report) floorTable() string {
+	if !r.stat(floor, "cpu_wrk").ok() {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("### The floor: a bare proxy on fasthttp (bench/floor), plain requests\n\n")
+	b.WriteString("What goroutines on fasthttp cost before any of gptapi's work: fasthttp's server reads each request and a HostClient sends it to the mock, nothing else (no parsing, routing or records).\n\n")
+	b.WriteString("| figure | unit | floor | gptapi | nginx | floor/nginx | gptapi/floor |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, m := range []metric{
+		{key: "cpu_wrk", label: "CPU per request, saturated (wrk)", unit: "µs/req"},
+		{key: "cpu_ol", label: fmt.Sprintf("CPU per request, %.0f req/s", r.Plan.Rate), unit: "µs/req"},
+		{key: "wrk_rps", label: fmt.Sprintf("throughput, wrk, %d connections", r.Plan.Conns), unit: "req/s"},
+		{key: "ol_p50", label: fmt.Sprintf("latency p50 at %.0f req/s", r.Plan.Rate), unit: "µs"},
+		{key: "ol_p99", label: fmt.Sprintf("latency p99 at %.0f req/s", r.Plan.Rate), unit: "µs"},
+	} {
+		f, g, n := r.stat(floor, m.key), r.stat(gptapi, m.key), r.stat(nginx, m.key)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", m.label, m.unit, r.cell(f), r.cell(g), r.cell(n), ratioText(f, n), ratioText(g, f))
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 
@@ -183,6 +209,14 @@ func (r *report) goals() [][3]string {
 	return append(gs, [3]string{name, got, verdict(g.med <= n.med+300)})
 }
 
+// ratioText is a/b as "1.23×", or "—".
+func ratioText(a, b stat) string {
+	if !a.ok() || !b.ok() || b.med == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", a.med/b.med)
+}
+
 func verdict(met bool) string {
 	if met {
 		return "met"
@@ -219,11 +253,12 @@ func (r *report) markdown(svgName string) string {
 	pl := r.Plan
 	pin := "not pinned"
 	if r.GenCPUs != "" || r.SUTCPUs != "" {
-		pin = fmt.Sprintf("load generators (wrk, the Go generator) on CPU %s; the mock upstream and both proxies on CPU %s (taskset)", r.GenCPUs, r.SUTCPUs)
+		pin = fmt.Sprintf("load generators (wrk, the Go generator) on CPU %s; the mock upstream and the proxies on CPU %s (taskset)", r.GenCPUs, r.SUTCPUs)
 	}
 	p("## Setup\n")
 	p("- Pinning: %s. Each proxy shares its core with the upstream it forwards to, as on a single-core box; the direct target is the mock alone on that core.", pin)
 	p("- gptapi: GOMAXPROCS=1, one client pointing at the mock, records ON with bodies (SQLite in a temp folder, default queue/batch/flush), log level warn, every other key at its default.")
+	p("- floor (bench/floor): GOMAXPROCS=1, fasthttp's server and one HostClient with their defaults, the request sent as it came and the answer's status, Content-Type and body written back; plain requests only.")
 	p("- nginx: `worker_processes 1`, upstream `keepalive 256`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, `proxy_buffering off`, `access_log off`, `keepalive_requests 1000000` on both sides.")
 	p("- mockllm: GOMAXPROCS=1, 20 one-word chunks per stream, no delays except in the paced-stream phase (`\"mock\":{\"chunk_delay\":…}` in the body, which both proxies pass through).")
 	p("- Phases per target, %s each, targets interleaved phase by phase, order rotated per run: wrk `-t1 -c%d`; Go generator closed loop, %d concurrent streams; open loop %.0f req/s over up to %d connections; open loop %.0f streams/s with %d ms chunks. Warm-up %s per target first.",
@@ -240,6 +275,11 @@ func (r *report) markdown(svgName string) string {
 	p("| target | measured | verdict |\n| --- | --- | --- |")
 	for _, g := range r.goals() {
 		p("| %s | %s | %s |", g[0], g[1], g[2])
+	}
+	if f, n := r.stat(floor, "cpu_wrk"), r.stat(nginx, "cpu_wrk"); f.ok() && n.ok() && n.med > 0 {
+		fo, no := r.stat(floor, "cpu_ol"), r.stat(nginx, "cpu_ol")
+		p("\nThe floor alone (fasthttp with nothing of gptapi's) costs %.2f× nginx's CPU per saturated request and %s at %.0f req/s: what is left of a 1.5× target for gptapi's own work.",
+			f.med/n.med, ratioText(fo, no), r.Plan.Rate)
 	}
 	p("\n## Checks\n")
 	for i, rd := range r.Runs {

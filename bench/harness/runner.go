@@ -19,20 +19,23 @@ import (
 	"github.com/gptapi/gptapi/bench/loadgen"
 )
 
-// The three targets, in report order.
+// The three targets, in report order, and the floor (bench/floor), which
+// has a table of its own.
 const (
 	direct = "direct"
 	gptapi = "gptapi"
 	nginx  = "nginx"
+	floor  = "floor"
 )
 
 var targetNames = []string{direct, gptapi, nginx}
 
 // target is one endpoint measured.
 type target struct {
-	name  string
-	addr  string
-	proxy *proc // the proxy whose CPU is charged; nil for direct
+	name      string
+	addr      string
+	proxy     *proc // the proxy whose CPU is charged; nil for direct
+	plainOnly bool  // streams are not measured (the floor relays none)
 }
 
 // runData is what one run measured and found wrong.
@@ -114,9 +117,14 @@ func runOnce(p plan, s *setup, idx int) *runData {
 	for _, t := range order {
 		m.warm(t)
 	}
-	for _, phase := range []func(*target){m.wrkPhase, m.streamPhase, m.openLoopPhase, m.pacedStreamPhase} {
+	for _, phase := range []struct {
+		run    func(*target)
+		stream bool
+	}{{m.wrkPhase, false}, {m.streamPhase, true}, {m.openLoopPhase, false}, {m.pacedStreamPhase, true}} {
 		for _, t := range order {
-			phase(t)
+			if !phase.stream || !t.plainOnly {
+				phase.run(t)
+			}
 		}
 	}
 	rd.Load[1] = loadAvg()
@@ -134,10 +142,10 @@ func runOnce(p plan, s *setup, idx int) *runData {
 	return rd
 }
 
-// startTargets starts the mock, gptapi and nginx (when installed) and waits
-// until each answers.
+// startTargets starts the mock, gptapi, the floor and nginx (when built and
+// installed) and waits until each answers.
 func startTargets(s *setup, dir string, rd *runData) (targets []*target, mock, gp *proc, err error) {
-	var ports [3]int
+	var ports [4]int
 	for i := range ports {
 		if ports[i], err = freePort(); err != nil {
 			return nil, nil, nil, fmt.Errorf("cannot find a free port: %w", err)
@@ -166,6 +174,15 @@ func startTargets(s *setup, dir string, rd *runData) (targets []*target, mock, g
 		return nil, nil, nil, err
 	}
 	targets = []*target{{name: direct, addr: mockAddr}, {name: gptapi, addr: gpAddr, proxy: gp}}
+	if s.floor == "" {
+		rd.notef("SKIP floor: not built (or -skip)")
+	} else {
+		fl, flAddr, err := launch(floor, ports[3], one, s.floor, "-listen", fmt.Sprintf("127.0.0.1:%d", ports[3]), "-upstream", mockAddr)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		targets = append(targets, &target{name: floor, addr: flAddr, proxy: fl, plainOnly: true})
+	}
 	if s.nginx == "" {
 		rd.notef("SKIP nginx: not installed (or -skip)")
 		return targets, mock, gp, nil
@@ -281,7 +298,9 @@ func (m *measurer) generate(t *target, l genLoad) loadgen.Result {
 // gptapi writes the warm-up records before the first phase starts.
 func (m *measurer) warm(t *target) {
 	m.generate(t, genLoad{phase: "warm-up", workers: 8, d: m.p.Warm})
-	m.generate(t, genLoad{phase: "warm-up streams", stream: true, workers: 8, d: m.p.Warm})
+	if !t.plainOnly {
+		m.generate(t, genLoad{phase: "warm-up streams", stream: true, workers: 8, d: m.p.Warm})
+	}
 }
 
 // cpu runs load, waits until the proxy and the mock are idle again, and
