@@ -250,11 +250,12 @@ func (x *exchange) rewriteAnswer(dst []byte, up *upstream, status int, body []by
 	return out, ok
 }
 
-// roundTrip sends the prepared request on a connection of up's pool it holds, where the
-// watcher can close it, and reads the whole answer into resp, within
-// max_response_bytes (readAnswer). A pooled connection the upstream closed
-// while idle fails before any byte of an answer: that request never ran,
-// so it is sent once more on a fresh connection (neverRan).
+// roundTrip sends the prepared request on a connection of up's pool it
+// holds, where the watcher can close it, and reads the whole answer into
+// resp, within max_response_bytes (readAnswer). A pooled connection the
+// upstream closed while idle fails before any byte of an answer: that
+// request never ran, so it is sent once more on a fresh connection
+// (neverRan).
 func (x *exchange) roundTrip(up *upstream, resp *fasthttp.Response, deadline time.Time) error {
 	c := &x.conn
 	head, body := x.upRequest()

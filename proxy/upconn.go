@@ -95,12 +95,12 @@ type heldConn struct {
 	br *bufio.Reader // the answer is read from here; from the HostClient's pool
 }
 
-// start sends a request (head, then body if not in head) on a connection of p and reads the response header into
-// hdr. The request's write and its answer are bounded by deadline (zero:
-// none but first_byte_timeout). A pooled connection the upstream closed
-// while idle fails before any byte of an answer: that request never ran,
-// so it is sent once more on a fresh connection (neverRan); every other
-// failure is the dispatch loop's to fail over.
+// start sends a request (send) on a connection of p and reads the response
+// header into hdr. The request's write and its answer are bounded by
+// deadline (zero: none but first_byte_timeout). A pooled connection the
+// upstream closed while idle fails before any byte of an answer: that
+// request never ran, so it is sent once more on a fresh connection
+// (neverRan); every other failure is the dispatch loop's to fail over.
 func (h *heldConn) start(p *upPool, head, body []byte, hdr *fasthttp.ResponseHeader, deadline time.Time) error {
 	for attempt := 0; ; attempt++ {
 		err := h.send(p, head, body, deadline)
