@@ -501,6 +501,24 @@ def caller_group(R):
                "an escaped stream flag: %s %r" % (r.header("Content-Type"), r.body[-80:]))
         eq(mk.last("/chat/completions").json.get("stream_options"), {"include_usage": True}, "stream_options sent")
 
+    path_gw = R.gateway("edge-escaped-base-path", {"openai_clients": [
+        client("spaced", mk.base_url.replace("/v1", "/my%20api/v1"), ["m"]),
+        client("slashed", mk.base_url.replace("/v1", "/a%2Fb/v1"), ["n"])]})
+
+    @R.check("edge.escaped_base_url_path_kept")
+    def _():
+        # A base_url's path goes upstream as written: decoded, "%20" is a
+        # space that breaks the request line and "%2F" another path.
+        gw = path_gw
+        gw.ensure()
+        for model, path in (("m", "/my%20api/v1"), ("n", "/a%2Fb/v1")):
+            r = gw.chat(model, [{"role": "user", "content": "hi"}])
+            expect_status(r, 200)
+            eq(mk.last("/chat/completions").path, path + "/chat/completions", "path sent for " + model)
+        r = http_request(gw.port, "GET", "/v1/models", b"")
+        expect_status(r, 200)
+        eq(sorted(c.path for c in mk.calls("/models")), ["/a%2Fb/v1/models", "/my%20api/v1/models"], "model list paths")
+
     del_gw = R.gateway("edge-deleted-db", {"openai_clients": [client("edge", mk, ["m"])]})
 
     @R.check("edge.deleted_database_file_followed")

@@ -61,7 +61,7 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 		cfg:        c,
 		host:       u.Host,
 		hostHeader: u.Host,
-		path:       strings.TrimRight(u.Path, "/"),
+		path:       strings.TrimRight(u.EscapedPath(), "/"),
 		tls:        u.Scheme == "https",
 	}
 	if up.host != "" && u.Port() == "" {

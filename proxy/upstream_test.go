@@ -18,6 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/gptapi/gptapi/configs"
+	"github.com/gptapi/gptapi/logsink"
 )
 
 // TestUpstreamHost: the dial address gets the scheme's port, the Host
@@ -36,6 +37,31 @@ func TestUpstreamHost(t *testing.T) {
 	f("http://localhost/v1", "localhost:80", "localhost")
 	f("https://api.example.com/v1", "api.example.com:443", "api.example.com")
 	f("http://10.0.0.5:8000/v1", "10.0.0.5:8000", "10.0.0.5:8000")
+}
+
+// TestUpstreamPathEscaped: a base_url path is sent as written, escapes
+// kept: decoded, "%20" would put a space in the request line and "%2F"
+// would make another path.
+func TestUpstreamPathEscaped(t *testing.T) {
+	for _, tc := range []struct{ base, want string }{
+		{"http://h/v1", "POST /v1/chat/completions HTTP/1.1\r\n"},
+		{"http://h/v1/", "POST /v1/chat/completions HTTP/1.1\r\n"},
+		{"http://h/my%20api/v1", "POST /my%20api/v1/chat/completions HTTP/1.1\r\n"},
+		{"http://h/a%2Fb/v1", "POST /a%2Fb/v1/chat/completions HTTP/1.1\r\n"},
+		{"http://h/v1%C3%A9", "POST /v1%C3%A9/chat/completions HTTP/1.1\r\n"},
+		{"http://h/v1é", "POST /v1%C3%A9/chat/completions HTTP/1.1\r\n"},
+	} {
+		up, err := newUpstream(&configs.Client{Name: "a", BaseURL: tc.base}, &configs.Default().Check)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(up.heads[logsink.Chat]); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: head %q, want it to start %q", tc.base, got, tc.want)
+		}
+		if want := strings.TrimSuffix(strings.Fields(tc.want)[1], "/chat/completions") + "/models"; up.modelsURI != want {
+			t.Errorf("%s: models URI %q, want %q", tc.base, up.modelsURI, want)
+		}
+	}
 }
 
 func TestAmbiguousLength(t *testing.T) {
