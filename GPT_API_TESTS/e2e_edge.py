@@ -6,6 +6,7 @@ serves, and that its peak resident memory (VmHWM, reset before each check
 through /proc/PID/clear_refs) stays under a measured bound.
 """
 
+import gzip
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import zlib
 
 from e2e_common import expect_error, expect_status, metric_values, parallel, read_to_end
 from e2e_infra import (CheckFail, client, ensure, eq, free_port, http_request, short,
@@ -518,6 +520,35 @@ def caller_group(R):
         r = http_request(gw.port, "GET", "/v1/models", b"")
         expect_status(r, 200)
         eq(sorted(c.path for c in mk.calls("/models")), ["/a%2Fb/v1/models", "/my%20api/v1/models"], "model list paths")
+
+    gz_gw = R.gateway("edge-compressed-requests", {
+        "server": {"max_body_bytes": 256 * 1024},
+        "openai_clients": [client("edge", mk, ["m"])]})
+
+    @R.check("edge.compressed_request_bodies")
+    def _():
+        # A caller may compress its body (Content-Encoding): gzip and
+        # deflate are decoded within max_body_bytes of decoded bytes, any
+        # other coding is a 415, never "not valid JSON".
+        gw = gz_gw
+        gw.ensure()
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "compressed hello"}]}).encode()
+        for coding, data in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+            r = http_request(gw.port, "POST", "/v1/chat/completions", data, headers={"Content-Encoding": coding})
+            expect_status(r, 200)
+            sent = mk.last("/chat/completions")
+            eq(sent.json["messages"][-1]["content"], "compressed hello", "content the upstream got (%s)" % coding)
+            ensure("content-encoding" not in sent.headers, "the upstream got a Content-Encoding: %s" % sent.headers)
+        r = http_request(gw.port, "POST", "/v1/chat/completions", body, headers={"Content-Encoding": "br"})
+        expect_error(r, 415, "invalid_request_error")
+        bomb = gzip.compress(json.dumps({"model": "m", "messages": [
+            {"role": "user", "content": "a" * (4 * 1024 * 1024)}]}).encode())
+        r = http_request(gw.port, "POST", "/v1/chat/completions", bomb, headers={"Content-Encoding": "gzip"})
+        e = expect_error(r, 413, "invalid_request_error")
+        ensure("max_body_bytes" in e["message"], "message: %s" % e["message"])
+        r = http_request(gw.port, "POST", "/v1/chat/completions", gzip.compress(body)[:25],
+                         headers={"Content-Encoding": "gzip"})
+        expect_error(r, 400, "invalid_request_error")
 
     del_gw = R.gateway("edge-deleted-db", {"openai_clients": [client("edge", mk, ["m"])]})
 

@@ -40,6 +40,8 @@ var (
 		Message: "Method not allowed on this path."}
 	errTooLarge = &apiError{Status: fasthttp.StatusRequestEntityTooLarge, Type: typeInvalidRequest, Code: "request_too_large",
 		Message: "Request body is larger than server.max_body_bytes."}
+	errUnsupportedEncoding = &apiError{Status: fasthttp.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_content_encoding",
+		Message: "Request body's Content-Encoding is not supported; send it uncompressed, gzip or deflate."}
 	errHeadersTooLarge = &apiError{Status: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: typeInvalidRequest, Code: "request_header_fields_too_large",
 		Message: "Request headers are too large."}
 	errAmbiguousLength = &apiError{Status: fasthttp.StatusBadRequest, Type: typeInvalidRequest, Code: "invalid_request",

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -27,6 +28,8 @@ type exchange struct {
 	req    request
 	parser fastjson.Parser
 	arena  fastjson.Arena
+	body   []byte // the request's JSON: the caller's body, or inBody
+	inBody []byte // the caller's body decoded, when it came compressed
 	upBody []byte
 	upReq  []byte // the request sent upstream (prepare)
 	cands  []int
@@ -81,7 +84,11 @@ func (x *exchange) reset() {
 	x.rt.reset()
 	x.out.reset()
 	x.s, x.st, x.rec, x.key, x.relayed, x.upWait = nil, nil, nil, nil, false, 0
+	x.body, x.inBody = nil, x.inBody[:0]
 	x.upBody, x.upReq, x.cands, x.scr = x.upBody[:0], x.upReq[:0], x.cands[:0], x.scr[:0]
+	if cap(x.inBody) > maxKeptText {
+		x.inBody = nil
+	}
 	if cap(x.upBody) > maxKeptText {
 		x.upBody = nil
 	}
@@ -166,13 +173,11 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 		s.reject(ctx, ep, errUnauthorized)
 		return
 	}
-	if n := x.st.cfg.Server.MaxBodyBytes; n > 0 && len(ctx.PostBody()) > n {
-		// fasthttp holds the limit the server started with; a reload
-		// that lowered it is enforced here.
-		s.reject(ctx, ep, errTooLarge)
+	if e := x.readBody(ctx); e != nil {
+		s.reject(ctx, ep, e)
 		return
 	}
-	if e := x.req.parse(ctx.PostBody(), ep); e != nil {
+	if e := x.req.parse(x.body, ep); e != nil {
 		s.reject(ctx, ep, e)
 		return
 	}
@@ -205,6 +210,39 @@ func (s *Server) serveLLM(ctx *fasthttp.RequestCtx, ep logsink.Endpoint) {
 	}
 }
 
+// readBody sets x.body to the request's JSON within server.max_body_bytes
+// (fasthttp holds the limit the server started with; a reload that lowered
+// it is enforced here). A body the caller compressed (Content-Encoding
+// gzip or deflate) is decoded, its decoded bytes within the same limit; one
+// in another coding is refused with 415, as RFC 9110 §8.4 asks, rather
+// than read as broken JSON.
+func (x *exchange) readBody(ctx *fasthttp.RequestCtx) *apiError {
+	body, max := ctx.PostBody(), x.st.cfg.Server.MaxBodyBytes
+	if len(body) > max {
+		return errTooLarge
+	}
+	ce := ctx.Request.Header.ContentEncoding()
+	if !compressed(ce) {
+		x.body = body
+		return nil
+	}
+	r, err := decoder(ce, bytes.NewReader(body))
+	if err == errBadEncoding {
+		return errUnsupportedEncoding
+	}
+	if err == nil {
+		x.inBody, err = appendLimited(x.inBody[:0], r, max)
+	}
+	switch {
+	case err == errAnswerTooLarge:
+		return errTooLarge
+	case err != nil:
+		return badRequest("Request body is not valid " + strings.ToLower(string(ce)) + " (Content-Encoding): " + err.Error() + ".")
+	}
+	x.body = x.inBody
+	return nil
+}
+
 // finish ends an exchange whose answer is complete in ctx: it adds the
 // bodies to the record and hands it to Server.finish.
 func (x *exchange) finish(ctx *fasthttp.RequestCtx) {
@@ -213,7 +251,7 @@ func (x *exchange) finish(ctx *fasthttp.RequestCtx) {
 	x.rec = nil
 	body := x.upBody
 	if len(body) == 0 {
-		body = ctx.PostBody()
+		body = x.body
 	}
 	rec.RequestBody = x.appendLoggedBody(rec.RequestBody[:0], body)
 	rec.ResponseBody = append(rec.ResponseBody[:0], ctx.Response.Body()...)

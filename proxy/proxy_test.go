@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/json"
 	"io"
@@ -786,5 +787,77 @@ func TestMaxConnsCountsPlainAndStreams(t *testing.T) {
 	}
 	if got[200] != 2 || got[502] != 2 {
 		t.Errorf("statuses %v, want two 200 and two 502 (no free connection)", got)
+	}
+}
+
+// TestCompressedRequestBody: a body the caller compressed is decoded, within
+// max_body_bytes of decoded bytes, and goes upstream and into the record as
+// JSON; a coding gptapi cannot decode is a 415 and a broken one a 400,
+// never "not valid JSON".
+func TestCompressedRequestBody(t *testing.T) {
+	got := make(chan []byte, 8)
+	cfg := testConfig(startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		got <- append([]byte(nil), ctx.PostBody()...)
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}`)
+	}))
+	cfg.Server.MaxBodyBytes = 64 << 10
+	sink := newCaptureSink()
+	_, addr := startProxy(t, cfg, sink)
+	body := `{"model":"qwen","messages":[{"role":"user","content":"hello"}]}`
+	gz := func(b []byte) []byte {
+		var w bytes.Buffer
+		z := gzip.NewWriter(&w)
+		z.Write(b) //nolint:errcheck
+		z.Close()  //nolint:errcheck
+		return w.Bytes()
+	}
+	zl := func(b []byte) []byte {
+		var w bytes.Buffer
+		z := zlib.NewWriter(&w)
+		z.Write(b) //nolint:errcheck
+		z.Close()  //nolint:errcheck
+		return w.Bytes()
+	}
+	bomb := gz([]byte(`{"model":"qwen","messages":[{"role":"user","content":"` + strings.Repeat("a", 1<<20) + `"}]}`))
+	for _, tc := range []struct {
+		name, coding string
+		body         []byte
+		status       int
+		msg          string
+	}{
+		{"gzip", "gzip", gz([]byte(body)), 200, ""},
+		{"deflate", "Deflate", zl([]byte(body)), 200, ""},
+		{"identity", "identity", []byte(body), 200, ""},
+		{"brotli", "br", []byte(body), 415, "Content-Encoding is not supported"},
+		{"cut", "gzip", gz([]byte(body))[:20], 400, "not valid gzip"},
+		{"not gzip", "gzip", []byte(body), 400, "not valid gzip"},
+		{"past max_body_bytes decoded", "gzip", bomb, 413, "larger than server.max_body_bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := fasthttp.AcquireRequest()
+			resp := fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://" + addr + "/v1/chat/completions")
+			req.Header.SetMethod("POST")
+			req.Header.Set("Content-Encoding", tc.coding)
+			req.SetBodyRaw(tc.body)
+			if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode() != tc.status || !bytes.Contains(resp.Body(), []byte(tc.msg)) {
+				t.Fatalf("%d %s, want %d %q", resp.StatusCode(), resp.Body(), tc.status, tc.msg)
+			}
+			if tc.status != 200 {
+				return
+			}
+			if up := <-got; !bytes.Contains(up, []byte(`"content":"hello"`)) {
+				t.Errorf("upstream got %q", up)
+			}
+			if rec := sink.wait(t); !bytes.Contains(rec.RequestBody, []byte(`"content":"hello"`)) {
+				t.Errorf("record's request body %q", rec.RequestBody)
+			}
+		})
 	}
 }
