@@ -541,14 +541,17 @@ def caller_group(R):
             ensure("content-encoding" not in sent.headers, "the upstream got a Content-Encoding: %s" % sent.headers)
         r = http_request(gw.port, "POST", "/v1/chat/completions", body, headers={"Content-Encoding": "br"})
         expect_error(r, 415, "invalid_request_error")
-        bomb = gzip.compress(json.dumps({"model": "m", "messages": [
-            {"role": "user", "content": "a" * (4 * 1024 * 1024)}]}).encode())
+        # 200 KiB that decode to 200 MiB, under the 256 KiB limit as sent.
+        bomb = gzip.compress(b'{"model":"m","messages":[{"role":"user","content":"' + b"a" * (200 * MIB) + b'"}]}', 9)
+        ensure(len(bomb) < 256 * 1024, "the bomb is %d bytes compressed" % len(bomb))
+        peak_reset(gw)
         r = http_request(gw.port, "POST", "/v1/chat/completions", bomb, headers={"Content-Encoding": "gzip"})
         e = expect_error(r, 413, "invalid_request_error")
         ensure("max_body_bytes" in e["message"], "message: %s" % e["message"])
         r = http_request(gw.port, "POST", "/v1/chat/completions", gzip.compress(body)[:25],
                          headers={"Content-Encoding": "gzip"})
         expect_error(r, 400, "invalid_request_error")
+        return bounded(gw, 64, "200 MiB in a gzip body")
 
     del_gw = R.gateway("edge-deleted-db", {"openai_clients": [client("edge", mk, ["m"])]})
 
