@@ -105,13 +105,25 @@ func startProxy(t testing.TB, cfg *configs.Config, sink RecordSink) (*Server, st
 
 func post(t testing.TB, addr, path, body string) (int, http1Header, []byte) {
 	t.Helper()
+	return postWith(t, addr, path, []byte(body))
+}
+
+type http1Header map[string]string
+
+// postWith posts body to path on addr with the headers kv (name, value,
+// …) and returns the answer's status, the headers tests look at, and body.
+func postWith(t testing.TB, addr, path string, body []byte, kv ...string) (int, http1Header, []byte) {
+	t.Helper()
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI("http://" + addr + path)
 	req.Header.SetMethod("POST")
-	req.SetBodyString(body)
+	for i := 0; i+1 < len(kv); i += 2 {
+		req.Header.Set(kv[i], kv[i+1])
+	}
+	req.SetBodyRaw(body)
 	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +133,6 @@ func post(t testing.TB, addr, path, body string) (int, http1Header, []byte) {
 	}
 	return resp.StatusCode(), h, append([]byte(nil), resp.Body()...)
 }
-
-type http1Header map[string]string
 
 const chatBody = `{"model":"qwen-7b","messages":[{"role":"user","content":" hello "}]}`
 
@@ -805,20 +815,15 @@ func TestCompressedRequestBody(t *testing.T) {
 	sink := newCaptureSink()
 	_, addr := startProxy(t, cfg, sink)
 	body := `{"model":"qwen","messages":[{"role":"user","content":"hello"}]}`
-	gz := func(b []byte) []byte {
+	encode := func(enc func(io.Writer) io.WriteCloser, b []byte) []byte {
 		var w bytes.Buffer
-		z := gzip.NewWriter(&w)
+		z := enc(&w)
 		z.Write(b) //nolint:errcheck
 		z.Close()  //nolint:errcheck
 		return w.Bytes()
 	}
-	zl := func(b []byte) []byte {
-		var w bytes.Buffer
-		z := zlib.NewWriter(&w)
-		z.Write(b) //nolint:errcheck
-		z.Close()  //nolint:errcheck
-		return w.Bytes()
-	}
+	gz := func(b []byte) []byte { return encode(func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }, b) }
+	zl := func(b []byte) []byte { return encode(func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) }, b) }
 	bomb := gz([]byte(`{"model":"qwen","messages":[{"role":"user","content":"` + strings.Repeat("a", 1<<20) + `"}]}`))
 	for _, tc := range []struct {
 		name, coding string
@@ -835,19 +840,9 @@ func TestCompressedRequestBody(t *testing.T) {
 		{"past max_body_bytes decoded", "gzip", bomb, 413, "larger than server.max_body_bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req := fasthttp.AcquireRequest()
-			resp := fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI("http://" + addr + "/v1/chat/completions")
-			req.Header.SetMethod("POST")
-			req.Header.Set("Content-Encoding", tc.coding)
-			req.SetBodyRaw(tc.body)
-			if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode() != tc.status || !bytes.Contains(resp.Body(), []byte(tc.msg)) {
-				t.Fatalf("%d %s, want %d %q", resp.StatusCode(), resp.Body(), tc.status, tc.msg)
+			status, _, answer := postWith(t, addr, "/v1/chat/completions", tc.body, "Content-Encoding", tc.coding)
+			if status != tc.status || !bytes.Contains(answer, []byte(tc.msg)) {
+				t.Fatalf("%d %s, want %d %q", status, answer, tc.status, tc.msg)
 			}
 			if tc.status != 200 {
 				return

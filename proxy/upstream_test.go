@@ -253,18 +253,12 @@ func TestRequestSent(t *testing.T) {
 			cfg.Auth.Keys = tc.authKeys
 			_, addr := startProxy(t, cfg, nil)
 			body := `{"model":"qwen-7b","messages":[{"role":"user","content":"` + tc.content + `hi"}]}`
-			req := fasthttp.AcquireRequest()
-			resp := fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI("http://" + addr + "/v1/chat/completions")
-			req.Header.SetMethod("POST")
+			var kv []string
 			if tc.callerKey != "" {
-				req.Header.Set("Authorization", "Bearer "+tc.callerKey)
+				kv = []string{"Authorization", "Bearer " + tc.callerKey}
 			}
-			req.SetBodyString(body)
-			if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil || resp.StatusCode() != 200 {
-				t.Fatalf("status %d, err %v: %s", resp.StatusCode(), err, resp.Body())
+			if status, _, answer := postWith(t, addr, "/v1/chat/completions", []byte(body), kv...); status != 200 {
+				t.Fatalf("status %d: %s", status, answer)
 			}
 			var s sent
 			select {
