@@ -563,6 +563,30 @@ def cancel_group(R):
 def reload_group(R):
     mR = R.mock("R")
 
+    @R.check("keepword.reload.client_headers_apply")
+    def _():
+        # A reload that keeps a client's address and key keeps its
+        # connections; its new headers still go out from then on.
+        import copy
+        gw = R.gateway("kw-reload-headers", {"openai_clients": [
+            client("r", mR, ["m-r"], api_key="k1", headers={"X-Team": "a"})]})
+        gw.ensure()
+        mR.reset()
+        expect_status(gw.chat("m-r"), 200)
+        sent = mR.last("/chat/completions").headers
+        eq((sent.get("x-team"), sent.get("authorization")), ("a", "Bearer k1"), "headers before the reload")
+        cfg = copy.deepcopy(gw.cfg)
+        cfg["openai_clients"][0]["headers"] = {"X-Team": "b"}
+        gw.write_config(cfg)
+
+        def team_b():
+            expect_status(gw.chat("m-r"), 200)
+            return mR.last("/chat/completions").headers.get("x-team") == "b"
+        wait_until(team_b, 5, 0.1, "X-Team b after the reload")
+        for _ in range(5):
+            expect_status(gw.chat("m-r"), 200)
+            eq(mR.last("/chat/completions").headers.get("x-team"), "b", "X-Team after the reload")
+
     @R.check("keepword.reload.level_store_bodies_live_listen_waits")
     def _():
         import copy

@@ -37,6 +37,7 @@ func buildState(cfg *configs.Config, prev *state, m *serverMetrics) (*state, err
 		if old != nil && sameTransport(old, c, &cfg.Check, &prev.cfg.Check) {
 			cp := *old
 			cp.cfg = c
+			cp.buildHeads()
 			st.upstreams = append(st.upstreams, &cp)
 		} else {
 			up, err := newUpstream(c, &cfg.Check)

@@ -75,11 +75,7 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	if c.KeyMode != configs.KeyModePassthrough && c.APIKey != "" {
 		up.auth = "Bearer " + c.APIKey
 	}
-	for ep, a := range apis {
-		if a.path != "" {
-			up.heads[ep], up.ownAuth = up.requestHead(up.path + a.path)
-		}
-	}
+	up.buildHeads()
 	up.hc = up.hostClient(c, chk)
 	// fasthttp refuses a body over the limit before reading it, whether its
 	// Content-Length says so or its chunks add up to it: an upstream cannot
@@ -89,6 +85,16 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	up.plainPool = &upPool{hc: up.hc, conns: conns}
 	up.streamPool = &upPool{hc: up.hc, conns: conns, idle: chk.StreamIdleTimeout}
 	return up, nil
+}
+
+// buildHeads builds the heads from up.cfg; a reload that keeps the
+// transport but changes a client's headers builds them again.
+func (up *upstream) buildHeads() {
+	for ep, a := range apis {
+		if a.path != "" {
+			up.heads[ep], up.ownAuth = up.requestHead(up.path + a.path)
+		}
+	}
 }
 
 // requestHead is the request line and the headers every request to path

@@ -281,3 +281,37 @@ func TestRequestSent(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadChangesHeaders: a reload that keeps a client's transport (and
+// so its connections) but changes its headers sends the new ones from the
+// next request on.
+func TestReloadChangesHeaders(t *testing.T) {
+	team := make(chan string, 4)
+	upURL := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		team <- string(ctx.Request.Header.Peek("X-Team"))
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}]}`)
+	})
+	cfg := testConfig(upURL)
+	cfg.Clients[0].Headers = map[string]string{"X-Team": "a"}
+	srv, addr := startProxy(t, cfg, nil)
+	for _, want := range []string{"a", "b"} {
+		if want == "b" {
+			pool := srv.state.Load().upstreams[0].hc
+			next := testConfig(upURL)
+			next.Clients[0].Headers = map[string]string{"X-Team": "b"}
+			if err := srv.Apply(next); err != nil {
+				t.Fatal(err)
+			}
+			if srv.state.Load().upstreams[0].hc != pool {
+				t.Fatal("the reload made a new pool; this test is about one that keeps it")
+			}
+		}
+		if status, _, body := post(t, addr, "/v1/chat/completions", chatBody); status != 200 {
+			t.Fatalf("%d %s", status, body)
+		}
+		if got := <-team; got != want {
+			t.Errorf("X-Team %q, want %q", got, want)
+		}
+	}
+}
