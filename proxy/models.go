@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -181,17 +179,11 @@ func fetchUpstreamModels(up *upstream, key []byte, timeout time.Duration) []byte
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(up.modelsURI)
-	req.Header.SetHost(up.hostHeader)
-	req.Header.Set(fasthttp.HeaderAcceptEncoding, "identity")
-	switch {
-	case up.auth != "":
-		req.Header.Set(fasthttp.HeaderAuthorization, up.auth)
-	case len(key) > 0:
-		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+string(key))
+	for _, h := range up.headers { // as every request to up (fixedHeaders)
+		req.Header.Set(h[0], h[1])
 	}
-	// In name order, as in requestHead: of two spellings the last wins.
-	for _, k := range slices.Sorted(maps.Keys(up.cfg.Headers)) {
-		req.Header.Set(k, up.cfg.Headers[k])
+	if !up.ownAuth && len(key) > 0 {
+		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+string(key))
 	}
 	if err := up.hc.DoTimeout(req, resp, timeout); err != nil || resp.StatusCode() != fasthttp.StatusOK {
 		return nil

@@ -29,16 +29,18 @@ type upstream struct {
 	path       string // base_url path, e.g. "/v1"
 	tls        bool
 
-	// heads are the request line and fixed headers sent before each
-	// request's own per endpoint (apis), built once (requestHead).
+	// headers are what every request carries (fixedHeaders); heads are
+	// the request line and headers per endpoint (apis), each request's
+	// own to follow, built once (buildHeads).
+	headers   [][2]string
 	heads     [len(apis)][]byte
 	modelsURI string
 
 	// auth is the ready "Bearer <api_key>" header value, empty when the
 	// caller's key is sent instead.
 	auth string
-	// ownAuth: the heads carry an Authorization (api_key, or one in
-	// headers), so the caller's key is never added.
+	// ownAuth: headers carry an Authorization (api_key, or one of the
+	// client's), so the caller's key is never added.
 	ownAuth bool
 
 	// hc dials the upstream and pools its connections: one pool for plain
@@ -87,25 +89,30 @@ func newUpstream(c *configs.Client, chk *configs.Check) (*upstream, error) {
 	return up, nil
 }
 
-// buildHeads builds the heads from up.cfg; a reload that keeps the
+// buildHeads builds headers and heads from up.cfg; a reload that keeps the
 // transport but changes a client's headers builds them again.
 func (up *upstream) buildHeads() {
+	up.headers, up.ownAuth = up.fixedHeaders()
 	for ep, a := range apis {
 		if a.path != "" {
-			up.heads[ep], up.ownAuth = up.requestHead(up.path + a.path)
+			h := append(append(append([]byte(nil), "POST "...), up.path+a.path...), " HTTP/1.1\r\n"...)
+			for _, kv := range up.headers {
+				h = append(append(append(append(h, kv[0]...), ": "...), kv[1]...), "\r\n"...)
+			}
+			up.heads[ep] = h
 		}
 	}
 }
 
-// requestHead is the request line and the headers every request to path
-// carries: Host, Content-Type, Accept-Encoding identity (answers are read,
-// rewritten and recorded as text, SPEC §3), the api_key's Authorization
-// and the client's headers, in canonical case. A header of the client's
-// replaces gptapi's of the same name, Host included; Content-Length and
+// fixedHeaders are the headers every request to the client carries:
+// Host, Content-Type, Accept-Encoding identity (answers are read, rewritten
+// and recorded as text, SPEC §3), the api_key's Authorization and the
+// client's headers, in canonical case. A header of the client's replaces
+// gptapi's of the same name, Host included; Content-Length and
 // Transfer-Encoding are left out, as the framing is gptapi's; of two
 // spellings of one name the last in byte order wins. It reports whether an
 // Authorization is among them.
-func (up *upstream) requestHead(path string) ([]byte, bool) {
+func (up *upstream) fixedHeaders() ([][2]string, bool) {
 	hdrs := [][2]string{
 		{"Host", up.hostHeader},
 		{"Content-Type", "application/json"},
@@ -126,13 +133,8 @@ func (up *upstream) requestHead(path string) ([]byte, bool) {
 		}
 		hdrs[i][1] = up.cfg.Headers[k]
 	}
-	head := append(append(append([]byte(nil), "POST "...), path...), " HTTP/1.1\r\n"...)
-	auth := false
-	for _, h := range hdrs {
-		head = append(append(append(append(head, h[0]...), ": "...), h[1]...), "\r\n"...)
-		auth = auth || h[0] == fasthttp.HeaderAuthorization
-	}
-	return head, auth
+	auth := slices.ContainsFunc(hdrs, func(h [2]string) bool { return h[0] == fasthttp.HeaderAuthorization })
+	return hdrs, auth
 }
 
 func (up *upstream) hostClient(c *configs.Client, chk *configs.Check) *fasthttp.HostClient {

@@ -315,3 +315,64 @@ func TestReloadChangesHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestModelsSent: the model list fetch carries the headers every request to
+// the client carries (fixedHeaders), and the caller's key only where the
+// client has no Authorization of its own.
+func TestModelsSent(t *testing.T) {
+	heads := make(chan string, 1)
+	upURL := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		var head strings.Builder
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			head.WriteString(line)
+			if line == "\r\n" {
+				break
+			}
+		}
+		heads <- head.String()
+		const list = `{"object":"list","data":[]}`
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(list))+"\r\nConnection: close\r\n\r\n"+list) //nolint:errcheck
+	})
+	for _, tc := range []struct {
+		name    string
+		c       configs.Client
+		key     string
+		want    []string
+		notWant string
+	}{
+		{"api_key and headers", configs.Client{APIKey: "sk-up", Headers: map[string]string{"x-team": "a"}}, "sk-caller",
+			[]string{"Authorization: Bearer sk-up\r\n", "X-Team: a\r\n", "Accept-Encoding: identity\r\n"}, "sk-caller"},
+		{"caller's key", configs.Client{}, "sk-caller", []string{"Authorization: Bearer sk-caller\r\n"}, ""},
+		{"a header's Authorization", configs.Client{KeyMode: configs.KeyModePassthrough, Headers: map[string]string{"authorization": "Bearer cfg"}}, "sk-caller",
+			[]string{"Authorization: Bearer cfg\r\n"}, "sk-caller"},
+	} {
+		c := tc.c
+		c.Name, c.BaseURL = "a", upURL+"/"
+		up, err := newUpstream(&c, &configs.Default().Check)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetchUpstreamModels(up, []byte(tc.key), 5*time.Second)
+		var head string
+		select {
+		case head = <-heads:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no model list request", tc.name)
+		}
+		if !strings.HasPrefix(head, "GET /v1/models HTTP/1.1\r\n") {
+			t.Errorf("%s: request line of %q", tc.name, head)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(head, w) {
+				t.Errorf("%s: %q lacks %q", tc.name, head, w)
+			}
+		}
+		if tc.notWant != "" && strings.Contains(head, tc.notWant) {
+			t.Errorf("%s: %q carries %q", tc.name, head, tc.notWant)
+		}
+	}
+}
