@@ -177,6 +177,21 @@ func TestEndlessInterimAnswers(t *testing.T) {
 	}
 }
 
+// readHead reads a request's head, through its blank line, as sent.
+func readHead(br *bufio.Reader) (string, error) {
+	var head strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		head.WriteString(line)
+		if line == "\r\n" {
+			return head.String(), nil
+		}
+	}
+}
+
 // TestRequestSent: the bytes an upstream gets, head and body, for each way
 // a client's key and headers combine, and for a body too large to ride
 // behind its head; each arrives as one request whose Content-Length is its
@@ -186,27 +201,20 @@ func TestRequestSent(t *testing.T) {
 	got := make(chan sent, 1)
 	upURL := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		for {
-			var head strings.Builder
-			for {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				head.WriteString(line)
-				if line == "\r\n" {
-					break
-				}
+			head, err := readHead(br)
+			if err != nil {
+				return
 			}
 			var req fasthttp.Request
-			if err := req.Header.Read(bufio.NewReader(strings.NewReader(head.String()))); err != nil {
-				t.Errorf("head %q: %v", head.String(), err)
+			if err := req.Header.Read(bufio.NewReader(strings.NewReader(head))); err != nil {
+				t.Errorf("head %q: %v", head, err)
 				return
 			}
 			body := make([]byte, req.Header.ContentLength())
 			if _, err := io.ReadFull(br, body); err != nil {
 				return
 			}
-			got <- sent{head.String(), string(body)}
+			got <- sent{head, string(body)}
 			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"); err != nil {
 				return
 			}
@@ -322,18 +330,11 @@ func TestReloadChangesHeaders(t *testing.T) {
 func TestModelsSent(t *testing.T) {
 	heads := make(chan string, 1)
 	upURL := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
-		var head strings.Builder
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			head.WriteString(line)
-			if line == "\r\n" {
-				break
-			}
+		head, err := readHead(br)
+		if err != nil {
+			return
 		}
-		heads <- head.String()
+		heads <- head
 		const list = `{"object":"list","data":[]}`
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(list))+"\r\nConnection: close\r\n\r\n"+list) //nolint:errcheck
 	})
