@@ -278,11 +278,28 @@ func TestFloorTable(t *testing.T) {
 		rd.set(floor, "cpu_ol", float64(160+i))
 	}
 	want := "| CPU per request, saturated (wrk) | µs/req | 150 (150–151) | 200 (200–201) | 300 (300–301) | 0.50× | 1.33× |"
-	if tab := r.table(); !strings.Contains(tab, want) {
+	tab := r.table()
+	if !strings.Contains(tab, want) {
 		t.Fatalf("table lacks %q:\n%s", want, tab)
 	}
-	if md := r.markdown("x.svg"); !strings.Contains(md, "The floor alone (fasthttp with nothing of gptapi's) costs 0.50× nginx's CPU per saturated request") {
+	if strings.Contains(tab, "CPU per 20-chunk stream, saturated | µs/stream |") {
+		t.Fatalf("table has a row for streams the floor was not measured on:\n%s", tab)
+	}
+	if md := r.markdown("x.svg"); !strings.Contains(md, "The floor alone (fasthttp with nothing of gptapi's) costs, against nginx's CPU, 0.50× per saturated request and ") {
 		t.Fatalf("markdown lacks the floor's sentence:\n%s", md)
+	}
+	// With streams measured, the table and the sentence give them too.
+	for i, rd := range r.Runs {
+		rd.set(floor, "cpu_stream", float64(600+i))
+		rd.set(floor, "cpu_paced", float64(900+i))
+	}
+	g, n := r.stat(gptapi, "cpu_paced"), r.stat(nginx, "cpu_paced")
+	want = fmt.Sprintf("| 900 (900–901) | %s | %s | %.2f× | %.2f× |", r.cell(g), r.cell(n), 900.5/n.med, g.med/900.5)
+	if tab := r.table(); !strings.Contains(tab, want) {
+		t.Fatalf("table lacks the paced streams' row %q:\n%s", want, tab)
+	}
+	if md := r.markdown("x.svg"); !strings.Contains(md, fmt.Sprintf(" and %.2f× per paced stream:", 900.5/n.med)) {
+		t.Fatalf("markdown's floor sentence lacks the paced streams:\n%s", md)
 	}
 }
 

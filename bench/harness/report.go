@@ -147,28 +147,64 @@ func (r *report) table() string {
 }
 
 // floorTable sets gptapi and nginx beside the floor, a bare fasthttp proxy
-// (bench/floor), on plain requests; "" when the floor was not measured.
+// (bench/floor); "" when the floor was not measured.
 func (r *report) floorTable() string {
 	if !r.stat(floor, "cpu_wrk").ok() {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("### The floor: a bare proxy on fasthttp (bench/floor), plain requests\n\n")
-	b.WriteString("What goroutines on fasthttp cost before any of gptapi's work: fasthttp's server reads each request and a HostClient sends it to the mock, nothing else (no parsing, routing or records).\n\n")
+	b.WriteString("### The floor: a bare proxy on fasthttp (bench/floor)\n\n")
+	b.WriteString("What goroutines on fasthttp cost before any of gptapi's work: fasthttp's server reads each request and a HostClient sends it to the mock, and a stream's body is relayed as it arrives, nothing else (no parsing, routing or records).\n\n")
 	b.WriteString("| figure | unit | floor | gptapi | nginx | floor/nginx | gptapi/floor |\n")
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, m := range []metric{
-		{key: "cpu_wrk", label: "CPU per request, saturated (wrk)", unit: "µs/req"},
-		{key: "cpu_ol", label: fmt.Sprintf("CPU per request, %.0f req/s", r.Plan.Rate), unit: "µs/req"},
-		{key: "wrk_rps", label: fmt.Sprintf("throughput, wrk, %d connections", r.Plan.Conns), unit: "req/s"},
-		{key: "ol_p50", label: fmt.Sprintf("latency p50 at %.0f req/s", r.Plan.Rate), unit: "µs"},
-		{key: "ol_p99", label: fmt.Sprintf("latency p99 at %.0f req/s", r.Plan.Rate), unit: "µs"},
-	} {
+	for _, m := range r.floorMetrics() {
 		f, g, n := r.stat(floor, m.key), r.stat(gptapi, m.key), r.stat(nginx, m.key)
+		if !f.ok() {
+			continue
+		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", m.label, m.unit, r.cell(f), r.cell(g), r.cell(n), ratioText(f, n), ratioText(g, f))
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// floorMetrics are the figures the floor's table gives.
+func (r *report) floorMetrics() []metric {
+	pl := r.Plan
+	return []metric{
+		{key: "cpu_wrk", label: "CPU per request, saturated (wrk)", unit: "µs/req"},
+		{key: "cpu_ol", label: fmt.Sprintf("CPU per request, %.0f req/s", pl.Rate), unit: "µs/req"},
+		{key: "cpu_stream", label: "CPU per 20-chunk stream, saturated", unit: "µs/stream"},
+		{key: "cpu_paced", label: fmt.Sprintf("CPU per 20-chunk stream, %.0f/s, %d ms chunks", pl.StreamRate, pl.ChunkDelayMs), unit: "µs/stream"},
+		{key: "wrk_rps", label: fmt.Sprintf("throughput, wrk, %d connections", pl.Conns), unit: "req/s"},
+		{key: "ol_p50", label: fmt.Sprintf("latency p50 at %.0f req/s", pl.Rate), unit: "µs"},
+		{key: "ol_p99", label: fmt.Sprintf("latency p99 at %.0f req/s", pl.Rate), unit: "µs"},
+		{key: "ttft_p50", label: fmt.Sprintf("time to first event p50 at %.0f streams/s", pl.StreamRate), unit: "µs"},
+	}
+}
+
+// floorCPU is the floor's CPU against nginx's for each CPU target it was
+// measured on, as a phrase; "" when it was measured on none.
+func (r *report) floorCPU() string {
+	var parts []string
+	for _, m := range [][2]string{
+		{"cpu_wrk", "per saturated request"},
+		{"cpu_ol", fmt.Sprintf("per request at %.0f req/s", r.Plan.Rate)},
+		{"cpu_stream", "per saturated stream"},
+		{"cpu_paced", "per paced stream"},
+	} {
+		f, n := r.stat(floor, m[0]), r.stat(nginx, m[0])
+		if f.ok() && n.ok() && n.med > 0 {
+			parts = append(parts, ratioText(f, n)+" "+m[1])
+		}
+	}
+	switch len(parts) {
+	case 0:
+		return ""
+	case 1:
+		return parts[0]
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }
 
 // maxLagP99 is the generator lateness (µs, p99) above which the open-loop
@@ -258,7 +294,7 @@ func (r *report) markdown(svgName string) string {
 	p("## Setup\n")
 	p("- Pinning: %s. Each proxy shares its core with the upstream it forwards to, as on a single-core box; the direct target is the mock alone on that core.", pin)
 	p("- gptapi: GOMAXPROCS=1, one client pointing at the mock, records ON with bodies (SQLite in a temp folder, default queue/batch/flush), log level warn, every other key at its default.")
-	p("- floor (bench/floor): GOMAXPROCS=1, fasthttp's server and one HostClient with their defaults, the request sent as it came and the answer's status, Content-Type and body written back; plain requests only.")
+	p("- floor (bench/floor): GOMAXPROCS=1, fasthttp's server and one HostClient with their defaults, the request sent as it came and the answer's status, Content-Type and body written back; a stream's body relayed as it arrives, each read flushed to the caller.")
 	p("- nginx: `worker_processes 1`, upstream `keepalive 256`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, `proxy_buffering off`, `access_log off`, `keepalive_requests 1000000` on both sides.")
 	p("- mockllm: GOMAXPROCS=1, 20 one-word chunks per stream, no delays except in the paced-stream phase (`\"mock\":{\"chunk_delay\":…}` in the body, which both proxies pass through).")
 	p("- Phases per target, %s each, targets interleaved phase by phase, order rotated per run: wrk `-t1 -c%d`; Go generator closed loop, %d concurrent streams; open loop %.0f req/s over up to %d connections; open loop %.0f streams/s with %d ms chunks. Warm-up %s per target first.",
@@ -276,10 +312,8 @@ func (r *report) markdown(svgName string) string {
 	for _, g := range r.goals() {
 		p("| %s | %s | %s |", g[0], g[1], g[2])
 	}
-	if f, n := r.stat(floor, "cpu_wrk"), r.stat(nginx, "cpu_wrk"); f.ok() && n.ok() && n.med > 0 {
-		fo, no := r.stat(floor, "cpu_ol"), r.stat(nginx, "cpu_ol")
-		p("\nThe floor alone (fasthttp with nothing of gptapi's) costs %.2f× nginx's CPU per saturated request and %s at %.0f req/s: what is left of a 1.5× target for gptapi's own work.",
-			f.med/n.med, ratioText(fo, no), r.Plan.Rate)
+	if floorCPU := r.floorCPU(); floorCPU != "" {
+		p("\nThe floor alone (fasthttp with nothing of gptapi's) costs, against nginx's CPU, %s: what is left of each target is for gptapi's own work.", floorCPU)
 	}
 	p("\n## Checks\n")
 	for i, rd := range r.Runs {

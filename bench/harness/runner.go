@@ -32,10 +32,9 @@ var targetNames = []string{direct, gptapi, nginx}
 
 // target is one endpoint measured.
 type target struct {
-	name      string
-	addr      string
-	proxy     *proc // the proxy whose CPU is charged; nil for direct
-	plainOnly bool  // streams are not measured (the floor relays none)
+	name  string
+	addr  string
+	proxy *proc // the proxy whose CPU is charged; nil for direct
 }
 
 // runData is what one run measured and found wrong.
@@ -117,14 +116,9 @@ func runOnce(p plan, s *setup, idx int) *runData {
 	for _, t := range order {
 		m.warm(t)
 	}
-	for _, phase := range []struct {
-		run    func(*target)
-		stream bool
-	}{{m.wrkPhase, false}, {m.streamPhase, true}, {m.openLoopPhase, false}, {m.pacedStreamPhase, true}} {
+	for _, phase := range []func(*target){m.wrkPhase, m.streamPhase, m.openLoopPhase, m.pacedStreamPhase} {
 		for _, t := range order {
-			if !phase.stream || !t.plainOnly {
-				phase.run(t)
-			}
+			phase(t)
 		}
 	}
 	rd.Load[1] = loadAvg()
@@ -181,7 +175,7 @@ func startTargets(s *setup, dir string, rd *runData) (targets []*target, mock, g
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		targets = append(targets, &target{name: floor, addr: flAddr, proxy: fl, plainOnly: true})
+		targets = append(targets, &target{name: floor, addr: flAddr, proxy: fl})
 	}
 	if s.nginx == "" {
 		rd.notef("SKIP nginx: not installed (or -skip)")
@@ -298,9 +292,7 @@ func (m *measurer) generate(t *target, l genLoad) loadgen.Result {
 // gptapi writes the warm-up records before the first phase starts.
 func (m *measurer) warm(t *target) {
 	m.generate(t, genLoad{phase: "warm-up", workers: 8, d: m.p.Warm})
-	if !t.plainOnly {
-		m.generate(t, genLoad{phase: "warm-up streams", stream: true, workers: 8, d: m.p.Warm})
-	}
+	m.generate(t, genLoad{phase: "warm-up streams", stream: true, workers: 8, d: m.p.Warm})
 }
 
 // cpu runs load, waits until the proxy and the mock are idle again, and
