@@ -180,6 +180,7 @@ func (r *report) floorMetrics() []metric {
 		{key: "ol_p50", label: fmt.Sprintf("latency p50 at %.0f req/s", pl.Rate), unit: "µs"},
 		{key: "ol_p99", label: fmt.Sprintf("latency p99 at %.0f req/s", pl.Rate), unit: "µs"},
 		{key: "ttft_p50", label: fmt.Sprintf("time to first event p50 at %.0f streams/s", pl.StreamRate), unit: "µs"},
+		{key: "ttft_p99", label: fmt.Sprintf("time to first event p99 at %.0f streams/s", pl.StreamRate), unit: "µs"},
 	}
 }
 
