@@ -672,9 +672,11 @@ def reload_group(R):
 
 def _raw_request(r, i):
     """One request as bytes, with random faults in its framing, and what
-    SPEC §3 says of two of them: "smuggle" (both Content-Length and
-    Transfer-Encoding: 400, connection closed) and "431" (headers over the
-    16 KiB limit)."""
+    must come of three of them: "badline" (a request line that is not
+    HTTP/1.x: 400, before any header is read, however many follow), "431"
+    (a head, request line to the blank line, over SPEC §3's 16 KiB limit)
+    and "smuggle" (both Content-Length and Transfer-Encoding: 400,
+    connection closed)."""
     body = json.dumps({"model": "m-h", "messages": [{"role": "user", "content": "raw-%d" % i}]}).encode()
     method, path, version = b"POST", b"/v1/chat/completions", b"HTTP/1.1"
     heads = [(b"Host", b"x"), (b"Content-Type", b"application/json"), (b"X-Request-Id", b"raw-%d" % i),
@@ -727,7 +729,9 @@ def _raw_request(r, i):
     hs = b"".join(n + b"\r\n" if v is None else n + b": " + v + b"\r\n" for n, v in heads)
     names = {n.lower() for n, _ in heads}
     expect = None
-    if len(line) + len(hs) > 17 << 10:
+    if path == b"" or version in (b"HTTP/1.1x", b"", b"http/1.1"):
+        expect = "badline"
+    elif len(line) + len(hs) + 2 > 16 << 10:
         expect = "431"
     elif {b"content-length", b"transfer-encoding"} <= names and version in (b"HTTP/1.1", b"HTTP/1.0") \
             and method == b"POST" and path == b"/v1/chat/completions":
