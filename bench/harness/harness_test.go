@@ -298,7 +298,7 @@ func TestFloorTable(t *testing.T) {
 	if tab := r.table(); !strings.Contains(tab, want) {
 		t.Fatalf("table lacks the paced streams' row %q:\n%s", want, tab)
 	}
-	if md := r.markdown("x.svg"); !strings.Contains(md, fmt.Sprintf(" and %.2f× per paced stream:", 900.5/n.med)) {
+	if md := r.markdown("x.svg"); !strings.Contains(md, fmt.Sprintf(" and %.2f× per paced stream. A target below", 900.5/n.med)) {
 		t.Fatalf("markdown's floor sentence lacks the paced streams:\n%s", md)
 	}
 }

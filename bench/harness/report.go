@@ -295,7 +295,7 @@ func (r *report) markdown(svgName string) string {
 	p("## Setup\n")
 	p("- Pinning: %s. Each proxy shares its core with the upstream it forwards to, as on a single-core box; the direct target is the mock alone on that core.", pin)
 	p("- gptapi: GOMAXPROCS=1, one client pointing at the mock, records ON with bodies (SQLite in a temp folder, default queue/batch/flush), log level warn, every other key at its default.")
-	p("- floor (bench/floor): GOMAXPROCS=1, fasthttp's server and one HostClient with their defaults, the request sent as it came and the answer's status, Content-Type and body written back; a stream's body relayed as it arrives, each read flushed to the caller.")
+	p("- floor (bench/floor): GOMAXPROCS=1, fasthttp's server and a HostClient with their defaults (a second one with StreamResponseBody for requests that ask for a stream), the request sent as it came and the answer's status, Content-Type and body written back; a stream's body relayed as it arrives, each read flushed to the caller.")
 	p("- nginx: `worker_processes 1`, upstream `keepalive 256`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, `proxy_buffering off`, `access_log off`, `keepalive_requests 1000000` on both sides.")
 	p("- mockllm: GOMAXPROCS=1, 20 one-word chunks per stream, no delays except in the paced-stream phase (`\"mock\":{\"chunk_delay\":…}` in the body, which both proxies pass through).")
 	p("- Phases per target, %s each, targets interleaved phase by phase, order rotated per run: wrk `-t1 -c%d`; Go generator closed loop, %d concurrent streams; open loop %.0f req/s over up to %d connections; open loop %.0f streams/s with %d ms chunks. Warm-up %s per target first.",
@@ -314,7 +314,7 @@ func (r *report) markdown(svgName string) string {
 		p("| %s | %s | %s |", g[0], g[1], g[2])
 	}
 	if floorCPU := r.floorCPU(); floorCPU != "" {
-		p("\nThe floor alone (fasthttp with nothing of gptapi's) costs, against nginx's CPU, %s: what is left of each target is for gptapi's own work.", floorCPU)
+		p("\nThe floor alone (fasthttp with nothing of gptapi's) costs, against nginx's CPU, %s. A target below the floor's figure asks for less than fasthttp's own server and client spend; above it, the difference is what gptapi's own work may take.", floorCPU)
 	}
 	p("\n## Checks\n")
 	for i, rd := range r.Runs {
