@@ -1257,6 +1257,14 @@ def cli_group(R):
         c["openai_clients"][1]["name"] = "a"
         bad("dup", c, "openai_clients[1].name", "duplicate")
 
+    @R.check("phase1.cli.check_api_key_line_break")
+    def _():
+        # Written into every upstream request as it is: a line break would
+        # end the Authorization header and start another.
+        c = good_cfg()
+        c["openai_clients"][0]["api_key"] = "sk-1\r\nX-Evil: 1"
+        bad("keybreak", c, "openai_clients[0].api_key", "CR, LF or NUL")
+
     @R.check("phase1.cli.check_missing_required")
     def _():
         c = good_cfg()

@@ -185,6 +185,8 @@ func TestLoadProblems(t *testing.T) {
 	f(clients(okClient+", max_conns: -1}"), "openai_clients[0].max_conns: must not be negative")
 	f(clients(okClient+", headers: {X Team: a}}"), "openai_clients[0].headers[X Team]: invalid header name")
 	f(clients(okClient+", headers: {X-Team: \"a\\r\\nX-Evil: b\"}}"), "openai_clients[0].headers[X-Team]: header value must not contain CR, LF or NUL")
+	f(clients(okClient+", api_key: \"sk-1\\r\\nX-Evil: b\"}"), "openai_clients[0].api_key: must not contain CR, LF or NUL")
+	f(clients(okClient+", api_key: \"sk-1\\n\"}"), "openai_clients[0].api_key: must not contain CR, LF or NUL")
 
 	// Sections.
 	f("server: {listen: ''}\n", "server.listen: required")

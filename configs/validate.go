@@ -193,15 +193,23 @@ func (c *Client) validate(es *Errors, p string) {
 			es.add(p+".metrics_url", msg)
 		}
 	}
+	// The api_key and the headers are written into every upstream request
+	// as they are: a line break would end the header early or add one.
+	if !validHeaderValue(c.APIKey) {
+		es.add(p+".api_key", "must not contain CR, LF or NUL")
+	}
 	for name, v := range c.Headers {
 		hp := p + ".headers[" + name + "]"
 		if !validHeaderName(name) {
 			es.add(hp, "invalid header name")
-		} else if strings.ContainsAny(v, "\r\n\x00") {
+		} else if !validHeaderValue(v) {
 			es.add(hp, "header value must not contain CR, LF or NUL")
 		}
 	}
 }
+
+// validHeaderValue reports whether v can be written as a header value.
+func validHeaderValue(v string) bool { return !strings.ContainsAny(v, "\r\n\x00") }
 
 // checkURL returns why u cannot be a base URL, or "".
 func checkURL(u string) string {
