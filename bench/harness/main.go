@@ -63,7 +63,7 @@ func run() int {
 	root := flag.String("root", ".", "repository root (for bench/wrk and bin/)")
 	gptapiBin := flag.String("gptapi", "bin/gptapi", "gptapi binary")
 	mockBin := flag.String("mockllm", "bin/mockllm", "mock upstream binary")
-	floorBin := flag.String("floor", "bin/floor", "bare fasthttp proxy binary (bench/floor); measured on plain requests when present")
+	floorBin := flag.String("floor", "bin/floor", "bare fasthttp proxy binary (bench/floor); measured in every phase when present")
 	genCPUs := flag.String("gen-cpus", "", "CPUs for the load generators, as taskset -c takes them (default: unpinned)")
 	sutCPUs := flag.String("sut-cpus", "", "CPUs for the mock and the proxies (default: unpinned)")
 	keep := flag.Bool("keep", false, "keep each run's temp folder (configs, logs, the SQLite file)")
