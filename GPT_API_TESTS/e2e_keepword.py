@@ -3,6 +3,9 @@ records everything, timeouts that bound, pools that wait, live reload,
 models per tenant, and the small edge cases of what upstreams and callers
 send."""
 
+import copy
+import gzip
+import json
 import shutil
 import signal
 import socket
@@ -350,10 +353,8 @@ def edges_group(R):
 
     @R.check("keepword.edges.gzip_answer_decoded")
     def _():
-        import gzip as gz
-        import json as js
-        raw = js.dumps(chat_answer("m-gz", "squeezed")).encode()
-        mG.always(Json(gz.compress(raw), headers={"Content-Encoding": "gzip"}))
+        raw = json.dumps(chat_answer("m-gz", "squeezed")).encode()
+        mG.always(Json(gzip.compress(raw), headers={"Content-Encoding": "gzip"}))
         req_id = rid("gz")
         r = gw.chat("m-gz", headers=dict(auth, **{"X-Request-Id": req_id}))
         expect_status(r, 200)
@@ -567,7 +568,6 @@ def reload_group(R):
     def _():
         # A reload that keeps a client's address and key keeps its
         # connections; its new headers still go out from then on.
-        import copy
         gw = R.gateway("kw-reload-headers", {"openai_clients": [
             client("r", mR, ["m-r"], api_key="k1", headers={"X-Team": "a"})]})
         gw.ensure()
@@ -589,7 +589,6 @@ def reload_group(R):
 
     @R.check("keepword.reload.level_store_bodies_live_listen_waits")
     def _():
-        import copy
         from e2e_mock import free_port
         gw = R.gateway("kw-reload", {"openai_clients": [client("r", mR, ["m-r"])]})
         gw.ensure()
